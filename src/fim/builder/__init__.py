@@ -1,0 +1,1 @@
+"""Everything that only runs on the packager's machine."""

@@ -1,0 +1,93 @@
+"""Assemble an image: launcher, header, reserved space, journal, payload, layer 0."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import List, Optional
+
+from fim.builder import bundle, payload
+from fim.runtime.errors import FimError
+from fim.runtime.image import chain
+from fim.runtime.image.header import HEADER_BLOCK, LAUNCHER_SIZE, Header, align
+from fim.runtime.image.reserved import JOURNAL_SIZE, RESERVED_SIZE
+from fim.runtime.layers import DEFAULT_LEVEL, squashfs
+
+
+def _bootstrap_code() -> str:
+    """The bootstrap's source without comments or blank lines, for `python3 -c '...'`."""
+    import fim.runtime
+
+    source = (Path(fim.runtime.__file__).parent / "bootstrap.py").read_text()
+    lines = [ln for ln in source.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    code = "\n".join(lines)
+    if "'" in code:
+        raise RuntimeError("bootstrap.py must not contain a single quote")
+    return code
+
+
+def launcher() -> bytes:
+    import fim.runtime
+
+    template = (Path(fim.runtime.__file__).parent / "launcher.sh").read_text()
+    text = template.replace("@BOOTSTRAP@", _bootstrap_code()).encode()
+    if len(text) > LAUNCHER_SIZE:
+        raise RuntimeError(f"launcher is {len(text)} bytes, the format allows {LAUNCHER_SIZE}")
+    return text.ljust(LAUNCHER_SIZE, b"\n")
+
+
+def make_layer(source: Path, output: Path, level: int = DEFAULT_LEVEL) -> None:
+    tool = shutil.which("mksquashfs") or "/usr/bin/mksquashfs"
+    if not os.path.exists(tool):
+        raise FimError("'mksquashfs' is required to build layers; install squashfs-tools")
+    argv = squashfs.create_argv(tool, str(source), str(output), level)
+    if os.getuid() != 0:
+        # Files a packager owns without being root are root's inside the image.
+        argv.append("-all-root")
+    result = subprocess.run(argv, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise FimError(f"mksquashfs failed: {result.stderr.strip() or result.stdout.strip()}")
+
+
+def build(rootfs: Path, output: Path, name: Optional[str] = None) -> Header:
+    if not rootfs.is_dir():
+        raise FimError(f"Root filesystem '{rootfs}' is not a directory")
+    output = output.absolute()
+    entries: List[payload.Entry] = payload.runtime_entries() + bundle.bwrap_entries()
+    blob = payload.pack(entries)
+    label = name or output.name
+    build_id = hashlib.sha256(
+        blob + label.encode() + str(time.time_ns()).encode()
+    ).hexdigest()[:16]
+    reserved_offset = LAUNCHER_SIZE + HEADER_BLOCK
+    journal_offset = align(reserved_offset + RESERVED_SIZE)
+    payload_offset = align(journal_offset + JOURNAL_SIZE)
+    header = Header(
+        reserved_offset=reserved_offset,
+        reserved_size=RESERVED_SIZE,
+        journal_offset=journal_offset,
+        journal_size=JOURNAL_SIZE,
+        payload_offset=payload_offset,
+        payload_size=len(blob),
+        chain_offset=align(payload_offset + len(blob)),
+        build_id=build_id,
+    )
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".fim-build-") as tmp:
+        layer = Path(tmp) / "layer0.sqfs"
+        make_layer(rootfs, layer)
+        staging = Path(tmp) / "image"
+        with open(staging, "wb") as f:
+            f.write(launcher())
+            f.write(header.pack())
+            f.seek(payload_offset)
+            f.write(blob)
+            f.truncate(header.chain_offset)
+        chain.append(str(staging), header, str(layer))
+        os.chmod(staging, 0o755)
+        os.replace(staging, output)
+    return header

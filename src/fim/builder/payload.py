@@ -1,0 +1,59 @@
+"""The runtime payload: the runtime package and embedded tools, as a simple archive.
+
+`FIMPAY01`, then records `<u16 path length><u32 mode><u32 data length>`, path
+(UTF-8), zlib-compressed data. The image's bootstrap extracts it.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Iterable, List, Tuple
+
+MAGIC = b"FIMPAY01"
+
+Entry = Tuple[str, int, bytes]  # relative path, mode, content
+
+
+def pack(entries: Iterable[Entry]) -> bytes:
+    out = [MAGIC]
+    for name, mode, data in entries:
+        raw = name.encode("utf-8")
+        packed = zlib.compress(data, 9)
+        out.append(struct.pack("<HII", len(raw), mode & 0o7777, len(packed)))
+        out += [raw, packed]
+    return b"".join(out)
+
+
+def unpack(blob: bytes) -> List[Entry]:
+    if blob[:8] != MAGIC:
+        raise ValueError("not a runtime payload")
+    entries: List[Entry] = []
+    pos = 8
+    while pos < len(blob):
+        plen, mode, clen = struct.unpack_from("<HII", blob, pos)
+        pos += 10
+        name = blob[pos:pos + plen].decode("utf-8")
+        pos += plen
+        entries.append((name, mode, zlib.decompress(blob[pos:pos + clen])))
+        pos += clen
+    return entries
+
+
+def runtime_entries() -> List[Entry]:
+    """The runtime package's Python files, as they are in this installation."""
+    import fim.runtime
+
+    root = Path(fim.runtime.__file__).parent
+    entries: List[Entry] = [("fim/__init__.py", 0o644, b"")]
+    for path in sorted(root.rglob("*.py")):
+        rel = "fim/runtime/" + path.relative_to(root).as_posix()
+        entries.append((rel, 0o644, path.read_bytes()))
+    return entries
+
+
+def file_entry(name: str, path: str) -> Entry:
+    with open(path, "rb") as f:
+        return name, os.stat(path).st_mode, f.read()

@@ -1,0 +1,119 @@
+"""The builder's command line: rootfs, build, inspect."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, NoReturn, Optional
+
+from fim import __version__
+from fim.runtime import overlays
+from fim.runtime.errors import EXIT_USAGE, FimError, error
+from fim.runtime.image import chain, header
+from fim.runtime.image.reserved import REGIONS, read_span
+from fim.runtime.layers import detect
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        error(message)
+        sys.exit(EXIT_USAGE)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fim", description="Build and inspect fim images.")
+    parser.add_argument("--version", action="version", version=f"fim {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    rootfs = sub.add_parser("rootfs", help="make a root filesystem")
+    kinds = rootfs.add_subparsers(dest="kind", required=True, parser_class=_Parser)
+    bb = kinds.add_parser("busybox", help="minimal root filesystem from busybox-static")
+    bb.add_argument("dir", type=Path)
+
+    build = sub.add_parser("build", help="write an executable image from a root filesystem")
+    build.add_argument("rootfs", type=Path)
+    build.add_argument("output", type=Path)
+    build.add_argument("--name", help="label recorded in the image (default: file name)")
+
+    inspect = sub.add_parser("inspect", help="show an image's header, settings and layers")
+    inspect.add_argument("image", type=Path)
+    inspect.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def describe(path: str) -> Dict[str, Any]:
+    """Everything `fim inspect` reports about an image."""
+    head = header.read(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        flags = read_span(fd, head, 0, 11)
+        scanned = chain.scan(fd, head)
+    finally:
+        os.close(fd)
+    overlay = overlays.from_byte(flags[REGIONS["overlay"].offset])
+    return {
+        "header": {
+            "version": head.version,
+            "build_id": head.build_id,
+            "reserved": {"offset": head.reserved_offset, "size": head.reserved_size},
+            "journal": {"offset": head.journal_offset, "size": head.journal_size},
+            "payload": {"offset": head.payload_offset, "size": head.payload_size},
+            "chain_offset": head.chain_offset,
+        },
+        "reserved": {
+            "permissions": int.from_bytes(flags[0:8], "little"),
+            "overlay": overlay or "unset (BWRAP)",
+            "casefold": flags[REGIONS["casefold"].offset] != 0,
+        },
+        "layers": [
+            {"index": e.index, "offset": e.offset, "size": e.size,
+             "format": detect(path, e.offset) or "unknown"}
+            for e in scanned.elements
+        ],
+        "torn_bytes": scanned.torn or 0,
+    }
+
+
+def _print_text(info: Dict[str, Any]) -> None:
+    h = info["header"]
+    print(f"format version  {h['version']}")
+    print(f"build id        {h['build_id']}")
+    for part in ("reserved", "journal", "payload"):
+        print(f"{part:<15} offset {h[part]['offset']}, {h[part]['size']} bytes")
+    print(f"layer chain     offset {h['chain_offset']}")
+    r = info["reserved"]
+    print(f"overlay         {r['overlay']}")
+    print(f"casefold        {'on' if r['casefold'] else 'off'}")
+    print(f"permissions     {r['permissions']:#x}")
+    print("layers")
+    for layer in info["layers"]:
+        print(f"  {layer['index']:>3}  offset {layer['offset']:>12}  size {layer['size']:>12}"
+              f"  {layer['format']}")
+    if info["torn_bytes"]:
+        print(f"  (incomplete last layer: {info['torn_bytes']} bytes, ignored)")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "rootfs":
+            from fim.builder import rootfs
+
+            rootfs.busybox(args.dir)
+        elif args.command == "build":
+            from fim.builder import image
+
+            image.build(args.rootfs, args.output, args.name)
+        elif args.command == "inspect":
+            info = describe(str(args.image))
+            if args.json:
+                print(json.dumps(info, indent=2))
+            else:
+                _print_text(info)
+    except FimError as e:
+        error(e.message)
+        return e.code
+    return 0

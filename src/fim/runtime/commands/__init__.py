@@ -1,0 +1,26 @@
+"""One module per fim-* command. Each parses its own arguments and returns an exit code;
+none holds mount logic (they call the container pipeline)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from fim.runtime.image.header import Header
+
+
+@dataclass(frozen=True)
+class Context:
+    image: str
+    header: Header
+    dir_global: str
+    environ: Mapping[str, str]
+
+
+# command name -> (module under fim.runtime.commands, function)
+COMMANDS = {
+    "fim-exec": ("run", "fim_exec"),
+    "fim-root": ("run", "fim_root"),
+    "fim-overlay": ("overlay", "main"),
+    "fim-help": ("help", "main"),
+}

@@ -1,0 +1,31 @@
+"""fim-exec, fim-root and the boot command: run a program in the container."""
+
+from __future__ import annotations
+
+from typing import List
+
+from fim.runtime import config, container
+from fim.runtime.commands import Context
+from fim.runtime.errors import FimError
+
+
+def _run(ctx: Context, program: List[str], as_root: bool, shell: bool = False) -> int:
+    cfg = config.resolve(ctx.image, ctx.header, ctx.dir_global, ctx.environ)
+    return container.run(cfg, program, as_root, ctx.environ, shell)
+
+
+def fim_exec(ctx: Context, args: List[str]) -> int:
+    if not args:
+        raise FimError("Incorrect number of arguments for fim-exec")
+    return _run(ctx, args, as_root=False)
+
+
+def fim_root(ctx: Context, args: List[str]) -> int:
+    if not args:
+        raise FimError("Incorrect number of arguments for fim-root")
+    return _run(ctx, args, as_root=True)
+
+
+def boot(ctx: Context, args: List[str]) -> int:
+    """No command: the default program (an interactive shell), extra arguments appended."""
+    return _run(ctx, args, as_root=False, shell=True)

@@ -1,0 +1,78 @@
+"""Resolve what a container command needs: environment > reserved space > defaults.
+
+Everything downstream (mounts, sandbox) receives this frozen value and reads
+nothing else from the environment or the image.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import List, Mapping, Tuple
+
+from fim.runtime import instance, overlays
+from fim.runtime.errors import FimError, debug_enabled
+from fim.runtime.image import chain
+from fim.runtime.image.header import Header
+from fim.runtime.image.reserved import REGIONS, read_span
+from fim.runtime.layers import Layer, external
+
+
+@dataclass(frozen=True)
+class Config:
+    paths: instance.Paths
+    header: Header
+    overlay: str
+    casefold: bool
+    debug: bool
+    layers: Tuple[Layer, ...]
+    torn_bytes: int  # of an incomplete last chain element, 0 when none
+    uid: int
+    gid: int
+
+
+def stored_flags(fd: int, header: Header) -> Tuple[int, bool]:
+    """Overlay byte and casefold flag, read in one small read."""
+    head = read_span(fd, header, 0, 11)
+    return head[REGIONS["overlay"].offset], head[REGIONS["casefold"].offset] != 0
+
+
+def layer_list(fd: int, header: Header, paths: instance.Paths,
+               environ: Mapping[str, str]) -> Tuple[List[Layer], int]:
+    """Every layer in mount order: embedded, managed (`layers/`), then FIM_LAYERS."""
+    scanned = chain.scan(fd, header)
+    layers = [
+        Layer(e.index, paths.image, e.offset, e.size, True) for e in scanned.elements
+    ]
+    if os.path.isdir(paths.dir_layers):
+        layers += external([paths.dir_layers], len(layers))
+    extra = [p for p in environ.get("FIM_LAYERS", "").split(":") if p]
+    layers += external(extra, len(layers))
+    return layers, scanned.torn or 0
+
+
+def resolve(image: str, header: Header, dir_global: str,
+            environ: Mapping[str, str]) -> Config:
+    paths = instance.paths(image, dir_global, header.build_id, os.getpid())
+    try:
+        fd = os.open(image, os.O_RDONLY)
+    except OSError as e:
+        raise FimError(f"Cannot read image '{image}': {e.strerror}") from None
+    try:
+        overlay_byte, casefold = stored_flags(fd, header)
+        layers, torn = layer_list(fd, header, paths, environ)
+    finally:
+        os.close(fd)
+    if not layers:
+        raise FimError(f"'{image}' has no layers")
+    return Config(
+        paths=paths,
+        header=header,
+        overlay=overlays.choose(environ, overlay_byte),
+        casefold=casefold,
+        debug=debug_enabled(environ),
+        layers=tuple(layers),
+        torn_bytes=torn,
+        uid=os.getuid(),
+        gid=os.getgid(),
+    )

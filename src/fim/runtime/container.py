@@ -1,0 +1,245 @@
+"""Run one program in the container: namespaces → layer mounts → overlay → bubblewrap.
+
+The calling process (the launcher) enters new user, mount and PID namespaces
+and forks an init for the instance. The init mounts the layers, starts
+bubblewrap, waits for it and unwinds its mounts; if the launcher is killed,
+the kernel kills the init (parent-death signal), every FUSE daemon with it, and
+drops the mount namespace, so no mount outlives its instance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from fim.runtime import namespaces, overlays, rootview, sandbox, tools
+from fim.runtime.overlays import bwrap as native_overlay
+from fim.runtime.config import Config
+from fim.runtime.errors import (
+    EXIT_CANNOT_EXECUTE,
+    EXIT_NOT_FOUND,
+    FimError,
+    debug,
+    error,
+    warn,
+)
+from fim.runtime.instance import remove_tree, sweep
+from fim.runtime.layers import Layer, format_module
+
+_FORWARDED = (signal.SIGTERM, signal.SIGHUP)
+# The terminal sends these to the whole foreground group, the program included;
+# the runtime only has to survive them.
+_TERMINAL = (signal.SIGINT, signal.SIGQUIT)
+
+
+def _spawn(argv: Sequence[str], env: Mapping[str, str], log: Optional[str]) -> int:
+    actions: List[Tuple] = []  # type: ignore[type-arg]
+    if log is not None:
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ]
+    try:
+        return os.posix_spawn(argv[0], list(argv), dict(env), file_actions=actions)
+    except OSError as e:
+        raise FimError(f"Cannot start '{argv[0]}': {e.strerror}") from None
+
+
+def _exit_code(status: int) -> int:
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+def _wait(pid: int) -> int:
+    while True:
+        try:
+            return _exit_code(os.waitpid(pid, 0)[1])
+        except InterruptedError:
+            continue
+
+
+def _mount_layers(cfg: Config, stack: contextlib.ExitStack, env: Mapping[str, str]) -> List[str]:
+    """Mount every layer read-only, all at once; the mount points, newest first."""
+    started = []
+    for layer in cfg.layers:
+        module = format_module(layer)
+        tool = tools.require(cfg.paths.dir_runtime, module.TOOL, env, "to mount layers")
+        point = cfg.paths.layer_mountpoint(layer.index)
+        os.makedirs(point, exist_ok=True)
+        debug(cfg.debug, f"Mounting layer from '{layer.path}' with offset '{layer.offset}'")
+        log = os.path.join(cfg.paths.dir_logs, f"{module.TOOL}.log")
+        argv = module.mount_argv(tool, layer.path, layer.offset, point)
+        started.append((layer, point, _spawn(argv, env, log), log))
+    failed: List[Tuple[Layer, str]] = []
+    for layer, point, pid, log in started:
+        if _wait(pid) == 0:
+            stack.callback(namespaces.detach, point)
+        else:
+            failed.append((layer, log))
+    if failed:
+        layer, log = failed[0]
+        raise FimError(f"Could not mount layer {layer.index} of '{layer.path}' (see {log})", 1)
+    return [point for _, point, _, _ in reversed(started)]
+
+
+def _identity(cfg: Config, as_root: bool, branches: Sequence[str]) -> sandbox.Identity:
+    shell = "/bin/bash" if rootview.resolve(branches, "/bin/bash") else "/bin/sh"
+    if as_root or cfg.uid == 0:
+        return sandbox.Identity(0, 0, "root", "/root", shell)
+    import pwd
+
+    try:
+        user = pwd.getpwuid(cfg.uid).pw_name
+    except KeyError:
+        user = f"user{cfg.uid}"
+    return sandbox.Identity(cfg.uid, cfg.gid, user, f"/home/{user}", shell)
+
+
+def _write(path: str, text: str) -> str:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return path
+
+
+def _fim_vars(cfg: Config) -> Dict[str, str]:
+    p = cfg.paths
+    return {
+        "FIM_BIN_SELF": p.image,
+        "FIM_DIR_SELF": p.dir_self,
+        "FIM_DIR_GLOBAL": p.dir_global,
+        "FIM_DIR_APP": p.dir_app,
+        "FIM_DIR_INSTANCE": p.dir_instance,
+        "FIM_DIR_DATA": p.dir_data,
+        "FIM_DIR_LAYERS": p.dir_layers,
+    }
+
+
+def _read_status(fd: int) -> Tuple[Optional[int], Optional[int]]:
+    """Child pid and exit code from bubblewrap's JSON status stream (until it closes)."""
+    chunks = []
+    while True:
+        try:
+            block = os.read(fd, 4096)
+        except InterruptedError:
+            continue
+        if not block:
+            break
+        chunks.append(block)
+    os.close(fd)
+    child = code = None
+    for line in b"".join(chunks).decode(errors="replace").splitlines():
+        # One flat object per line, e.g. { "exit-code": 7 }: no JSON parser needed.
+        for key, value in _pairs(line):
+            if key == "child-pid":
+                child = value
+            elif key == "exit-code":
+                code = value
+    return child, code
+
+
+def _pairs(line: str) -> List[Tuple[str, int]]:
+    pairs = []
+    for item in line.strip().strip("{}").split(","):
+        key, _, value = item.partition(":")
+        value = value.strip()
+        if value.isdigit():
+            pairs.append((key.strip().strip('"'), int(value)))
+    return pairs
+
+
+def _not_started(branches: Sequence[str], program: str) -> int:
+    """Why bubblewrap could not start the program: 127 not found, 126 not executable."""
+    found = rootview.which(branches, program, sandbox.CONTAINER_PATH)
+    if found is None:
+        return EXIT_NOT_FOUND
+    return 1 if os.access(found, os.X_OK) else EXIT_CANNOT_EXECUTE
+
+
+def _init(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, str],
+          shell: bool) -> int:
+    """PID 1 of the instance: mount, run bubblewrap, unwind."""
+    namespaces.die_with_parent(signal.SIGKILL)
+    paths = cfg.paths
+    bwrap_pid: List[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        for pid in bwrap_pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    for sig in _FORWARDED:
+        signal.signal(sig, forward)
+    with contextlib.ExitStack() as stack:
+        layer_dirs = _mount_layers(cfg, stack, env)
+        for d in layer_dirs:
+            debug(cfg.debug, f"Overlay layer '{d}'", "I")
+        branches = [paths.dir_upper] + layer_dirs
+        ident = _identity(cfg, as_root, branches)
+        if shell:
+            program = [ident.shell] + list(program)
+        read_end, write_end = os.pipe()
+        os.set_inheritable(write_end, True)
+        box = sandbox.Sandbox(
+            bwrap=tools.require(paths.dir_runtime, "bwrap", env, "to start the container"),
+            root_args=native_overlay.bwrap_args(layer_dirs, paths.dir_upper, paths.dir_work),
+            identity=ident,
+            passwd=_write(os.path.join(paths.dir_instance, "passwd"),
+                          sandbox.passwd_text(rootview.read_text(branches, "/etc/passwd"), ident)),
+            group=_write(os.path.join(paths.dir_instance, "group"),
+                         sandbox.group_text(rootview.read_text(branches, "/etc/group"), ident)),
+            chdir=ident.home,
+            status_fd=write_end,
+            program=program,
+        )
+        child_env = sandbox.environment(env, ident, _fim_vars(cfg))
+        bwrap_pid.append(_spawn(sandbox.argv(box), child_env, None))
+        os.close(write_end)
+        _, code = _read_status(read_end)
+        status = _wait(bwrap_pid[0])
+        if code is None:
+            code = _not_started(branches, program[0]) if status == 1 else status
+        return code
+
+
+def run(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, str],
+        shell: bool = False) -> int:
+    """Run `program` (after the container's shell when `shell`); its exit code."""
+    if cfg.torn_bytes:
+        warn(f"Ignoring an incomplete last layer ({cfg.torn_bytes} bytes); "
+             "the next layer appended will replace it")
+    debug(cfg.debug, f"Overlay type: {overlays.DEBUG_NAMES[cfg.overlay]}")
+    if cfg.overlay != overlays.BWRAP:
+        raise FimError(f"Overlay type {cfg.overlay} is not available in this runtime")
+    paths = cfg.paths
+    for d in (paths.dir_upper, paths.dir_work, paths.dir_logs):
+        os.makedirs(d, exist_ok=True)
+    for sig in _TERMINAL:
+        signal.signal(sig, lambda *_: None)
+    namespaces.enter(cfg.uid, cfg.gid)
+    child = os.fork()
+    if child == 0:
+        code = 1
+        try:
+            code = _init(cfg, program, as_root, env, shell)
+        except FimError as e:
+            error(e.message)
+            code = e.code
+        except BaseException as e:  # noqa: BLE001 - the init must never show a traceback
+            error(f"Internal error: {type(e).__name__}: {e}")
+        finally:
+            os._exit(code)
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signum)
+
+    for sig in _FORWARDED:
+        signal.signal(sig, forward)
+    code = _wait(child)
+    remove_tree(paths.dir_work)
+    remove_tree(paths.dir_instance)
+    sweep(paths.dir_work_root, paths.pid)
+    sweep(paths.dir_instance_root, paths.pid)
+    return code

@@ -1,0 +1,47 @@
+"""The runtime's message vocabulary (E::, W::, D::, I::) and exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Mapping
+
+EXIT_USAGE = 125
+EXIT_CANNOT_EXECUTE = 126
+EXIT_NOT_FOUND = 127
+
+
+class FimError(Exception):
+    """An error the user must see as one `E::` line; never a traceback."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def error(message: str) -> None:
+    sys.stderr.write("E::" + message + "\n")
+    sys.stderr.flush()
+
+
+def warn(message: str) -> None:
+    sys.stderr.write("W::" + message + "\n")
+    sys.stderr.flush()
+
+
+def debug_enabled(environ: Mapping[str, str] = os.environ) -> bool:
+    return environ.get("FIM_DEBUG") == "1"
+
+
+def debug(enabled: bool, message: str, prefix: str = "D") -> None:
+    # Diagnostics go to stdout, as the contract says, and only on request.
+    if enabled:
+        sys.stdout.write(prefix + "::" + message + "\n")
+        sys.stdout.flush()
+
+
+def trailing(command: str, rest: "list[str]") -> FimError:
+    """The contract's message for extra arguments, e.g. `['a','b',]`."""
+    listed = "".join(f"'{a}'," for a in rest)
+    return FimError(f"Trailing arguments for {command}: [{listed}]")

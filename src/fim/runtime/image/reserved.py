@@ -1,0 +1,152 @@
+"""The reserved space: FlatImage's fixed configuration regions, and crash-safe writes.
+
+Offsets are relative to the start of the reserved space. A write goes through the
+journal (a region of its own after the reserved space): the new bytes are made
+durable in the journal first, then copied into place, then the journal is
+cleared. A reader that finds a complete journal entry sees its bytes instead of
+the region's, so a process killed at any instant leaves either the old or the
+new value, never a mix.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+from fim.runtime.errors import FimError
+from fim.runtime.image.header import Header
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+@dataclass(frozen=True)
+class Region:
+    name: str
+    offset: int
+    size: int
+
+
+def _layout() -> Dict[str, Region]:
+    sizes = [
+        ("permissions", 8),
+        ("notify", 1),
+        ("overlay", 1),
+        ("casefold", 1),
+        ("desktop", 4 * KIB),
+        ("boot", 8 * KIB),
+        ("icon", MIB),
+        ("environment", MIB),
+        ("bindings", MIB),
+        ("remote", 4 * KIB),
+        ("unshare", 2),
+    ]
+    regions: Dict[str, Region] = {}
+    offset = 0
+    for name, size in sizes:
+        regions[name] = Region(name, offset, size)
+        offset += size
+    return regions
+
+
+REGIONS = _layout()
+RESERVED_SIZE = sum(r.size for r in REGIONS.values())
+
+_JOURNAL_MAGIC = b"FIMJRNL1"
+_JOURNAL_HEAD = struct.Struct("<8sQII")  # magic, absolute offset, length, crc32
+JOURNAL_SIZE = _JOURNAL_HEAD.size + max(r.size for r in REGIONS.values())
+
+
+def _pending(fd: int, header: Header) -> Optional[Tuple[int, bytes]]:
+    """The complete journal entry, if a write was interrupted after journaling."""
+    head = os.pread(fd, _JOURNAL_HEAD.size, header.journal_offset)
+    if len(head) < _JOURNAL_HEAD.size or head[:8] != _JOURNAL_MAGIC:
+        return None
+    _, offset, length, crc = _JOURNAL_HEAD.unpack(head)
+    if length > header.journal_size - _JOURNAL_HEAD.size:
+        return None
+    data = os.pread(fd, length, header.journal_offset + _JOURNAL_HEAD.size)
+    if len(data) != length or zlib.crc32(data) != crc:
+        return None
+    return offset, data
+
+
+def read_span(fd: int, header: Header, offset: int, length: int) -> bytes:
+    """Bytes [offset, offset+length) of the reserved space, as the last completed write left them."""
+    start = header.reserved_offset + offset
+    data = bytearray(os.pread(fd, length, start).ljust(length, b"\0"))
+    pending = _pending(fd, header)
+    if pending is not None:
+        p_start, p_data = pending
+        lo, hi = max(start, p_start), min(start + length, p_start + len(p_data))
+        if lo < hi:
+            data[lo - start:hi - start] = p_data[lo - p_start:hi - p_start]
+    return bytes(data)
+
+
+def read_region(fd: int, header: Header, region: Region, limit: Optional[int] = None) -> bytes:
+    """A region's bytes; `limit` reads only a prefix (JSON regions stop at their first NUL,
+    and most hold a few bytes of a megabyte)."""
+    size = region.size if limit is None else min(limit, region.size)
+    return read_span(fd, header, region.offset, size)
+
+
+def read_text(fd: int, header: Header, region: Region) -> str:
+    """A NUL-terminated text region (JSON), read in growing chunks."""
+    chunk = 4096
+    while True:
+        data = read_region(fd, header, region, chunk)
+        end = data.find(b"\0")
+        if end >= 0 or chunk >= region.size:
+            data = data if end < 0 else data[:end]
+            try:
+                return data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise FimError(f"The '{region.name}' setting of the image is corrupted") from None
+        chunk *= 8
+
+
+def _commit(fd: int, offset: int, data: bytes) -> None:
+    os.pwrite(fd, data, offset)
+    os.fsync(fd)
+
+
+def recover(fd: int, header: Header) -> None:
+    """Finish a journaled write that a crash interrupted (needs a writable fd)."""
+    pending = _pending(fd, header)
+    if pending is not None:
+        _commit(fd, pending[0], pending[1])
+    os.pwrite(fd, b"\0" * 8, header.journal_offset)
+    os.fsync(fd)
+
+
+def write_region(path: str, header: Header, region: Region, value: bytes) -> None:
+    """Replace a region's content; refuse what does not fit and keep the old value."""
+    if len(value) > region.size:
+        raise FimError(
+            f"Value for '{region.name}' is too large: {len(value)} bytes, "
+            f"the region holds {region.size}"
+        )
+    data = value.ljust(region.size, b"\0")
+    start = header.reserved_offset + region.offset
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError as e:
+        raise FimError(f"Cannot write image '{path}': {e.strerror}") from None
+    try:
+        recover(fd, header)
+        if len(data) > 1:
+            entry = _JOURNAL_HEAD.pack(_JOURNAL_MAGIC, start, len(data), zlib.crc32(data))
+            os.pwrite(fd, data, header.journal_offset + _JOURNAL_HEAD.size)
+            os.fsync(fd)
+            _commit(fd, header.journal_offset, entry)
+            _commit(fd, start, data)
+            _commit(fd, header.journal_offset, b"\0" * 8)
+        else:
+            # A one-byte write is atomic by itself.
+            _commit(fd, start, data)
+    finally:
+        os.close(fd)

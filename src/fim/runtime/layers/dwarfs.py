@@ -1,0 +1,17 @@
+"""DwarFS layers: mounted with the dwarfs FUSE driver where the host has it."""
+
+from __future__ import annotations
+
+from typing import List
+
+MAGIC = b"DWARFS"
+TOOL = "dwarfs"
+CREATE_TOOL = "mkdwarfs"
+
+
+def mount_argv(tool: str, path: str, offset: int, mountpoint: str) -> List[str]:
+    return [tool, path, mountpoint, "-o", f"offset={offset}"]
+
+
+def create_argv(tool: str, source: str, output: str, level: int) -> List[str]:
+    return [tool, "-i", source, "-o", output, "-l", str(min(level, 9)), "--no-progress"]

@@ -1,0 +1,47 @@
+"""Entry of the runtime: argv → one command function → exit code."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import List
+
+from fim.runtime.errors import FimError, error
+
+
+def main(image: str, args: List[str], dir_global: str, header_block: bytes) -> int:
+    try:
+        from fim.runtime.commands import COMMANDS, Context
+        from fim.runtime.image.header import unpack
+
+        header = unpack(header_block, image, os.path.getsize(image))
+        ctx = Context(image, header, dir_global, os.environ)
+        if args and args[0].startswith("fim-"):
+            entry = COMMANDS.get(args[0])
+            if entry is None:
+                raise FimError(f"Unknown command '{args[0]}' (see fim-help)")
+            module = __import__(f"fim.runtime.commands.{entry[0]}", fromlist=[entry[1]])
+            code: int = getattr(module, entry[1])(ctx, args[1:])
+            return code
+        from fim.runtime.commands.run import boot
+
+        return boot(ctx, args)
+    except FimError as e:
+        error(e.message)
+        return e.code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 141
+    except Exception as e:  # noqa: BLE001 - the user gets one line, never a traceback
+        error(f"Internal error: {type(e).__name__}: {e}")
+        return 1
+    finally:
+        with_flush()
+
+
+def with_flush() -> None:
+    try:
+        sys.stdout.flush()
+    except OSError:
+        pass

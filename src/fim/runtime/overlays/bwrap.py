@@ -1,0 +1,17 @@
+"""The native backend: kernel overlayfs mounted by bubblewrap itself.
+
+Nothing is mounted before bubblewrap starts; the backend only contributes
+arguments. bubblewrap >= 0.10 is required for --overlay-src/--overlay.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+
+def bwrap_args(lowers_top_first: List[str], upper: str, work: str) -> List[str]:
+    args: List[str] = []
+    # bubblewrap stacks --overlay-src in the order given, first = lowest.
+    for lower in reversed(lowers_top_first):
+        args += ["--overlay-src", lower]
+    return args + ["--overlay", upper, work, "/"]
