@@ -15,7 +15,6 @@ import signal
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from fim.runtime import namespaces, overlays, rootview, sandbox, tools
-from fim.runtime.overlays import bwrap as native_overlay
 from fim.runtime.config import Config
 from fim.runtime.errors import (
     EXIT_CANNOT_EXECUTE,
@@ -27,6 +26,7 @@ from fim.runtime.errors import (
 )
 from fim.runtime.instance import remove_tree, sweep
 from fim.runtime.layers import Layer, format_module
+from fim.runtime.overlays import bwrap as native_overlay
 
 _FORWARDED = (signal.SIGTERM, signal.SIGHUP)
 # The terminal sends these to the whole foreground group, the program included;
@@ -35,7 +35,7 @@ _TERMINAL = (signal.SIGINT, signal.SIGQUIT)
 
 
 def _spawn(argv: Sequence[str], env: Mapping[str, str], log: Optional[str]) -> int:
-    actions: List[Tuple] = []  # type: ignore[type-arg]
+    actions: List[Tuple[object, ...]] = []
     if log is not None:
         actions = [
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
@@ -154,7 +154,9 @@ def _not_started(branches: Sequence[str], program: str) -> int:
     found = rootview.which(branches, program, sandbox.CONTAINER_PATH)
     if found is None:
         return EXIT_NOT_FOUND
-    return 1 if os.access(found, os.X_OK) else EXIT_CANNOT_EXECUTE
+    # Mode bits, not access(2): a FUSE layer without default_permissions answers
+    # every access() with yes.
+    return 1 if os.stat(found).st_mode & 0o111 else EXIT_CANNOT_EXECUTE
 
 
 def _init(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, str],

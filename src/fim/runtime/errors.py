@@ -41,7 +41,7 @@ def debug(enabled: bool, message: str, prefix: str = "D") -> None:
         sys.stdout.flush()
 
 
-def trailing(command: str, rest: "list[str]") -> FimError:
+def trailing(command: str, rest: list[str]) -> FimError:
     """The contract's message for extra arguments, e.g. `['a','b',]`."""
     listed = "".join(f"'{a}'," for a in rest)
     return FimError(f"Trailing arguments for {command}: [{listed}]")

@@ -26,14 +26,14 @@ def _libc(name: str) -> Callable[..., int]:
     # builds dozens of classes the runtime never uses.
     import _ctypes
 
-    class CInt(_ctypes._SimpleCData):  # type: ignore[misc,name-defined]
+    class CInt(_ctypes._SimpleCData):
         _type_ = "i"
 
-    class CFunction(_ctypes.CFuncPtr):  # type: ignore[misc,name-defined]
+    class CFunction(_ctypes.CFuncPtr):
         _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
         _restype_ = CInt
 
-    handle = _ctypes.dlopen(None, 2)
+    handle = _ctypes.dlopen(None, 2)  # type: ignore[arg-type]  # NULL: the program itself
     function = CFunction(_ctypes.dlsym(handle, name))
 
     def call(*args: Any) -> int:

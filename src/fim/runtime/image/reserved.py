@@ -75,7 +75,8 @@ def _pending(fd: int, header: Header) -> Optional[Tuple[int, bytes]]:
 
 
 def read_span(fd: int, header: Header, offset: int, length: int) -> bytes:
-    """Bytes [offset, offset+length) of the reserved space, as the last completed write left them."""
+    """Bytes [offset, offset+length) of the reserved space, as the last completed
+    write left them."""
     start = header.reserved_offset + offset
     data = bytearray(os.pread(fd, length, start).ljust(length, b"\0"))
     pending = _pending(fd, header)

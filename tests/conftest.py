@@ -1,0 +1,116 @@
+"""Shared fixtures: a real busybox image built once per session, fresh copies per
+test, and an unprivileged user for the rootless cases (created when run as root)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import pytest
+
+TEST_USER = "fimtest"
+
+
+@dataclass(frozen=True)
+class Runner:
+    """Runs commands as one identity: the current user, or the unprivileged test user."""
+
+    name: str
+    user: Optional[str]  # None: the current process's identity
+    uid: int
+
+    def argv(self, argv: Sequence[str]) -> List[str]:
+        if self.user is None:
+            return list(argv)
+        return ["runuser", "-u", self.user, "--"] + list(argv)
+
+    def run(self, argv: Sequence[str], env: Optional[Dict[str, str]] = None,
+            timeout: float = 120, **kw: object) -> subprocess.CompletedProcess:
+        full_env = dict(os.environ)
+        full_env.pop("FIM_OVERLAY", None)
+        full_env.pop("FIM_DEBUG", None)
+        full_env.update(env or {})
+        return subprocess.run(self.argv(argv), env=full_env, capture_output=True, text=True,
+                              timeout=timeout, **kw)  # type: ignore[call-overload]
+
+    def popen(self, argv: Sequence[str], **kw: object) -> subprocess.Popen:
+        return subprocess.Popen(self.argv(argv), **kw)  # type: ignore[call-overload]
+
+
+def fim(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fim", *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="session")
+def built_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("image")
+    r = fim("rootfs", "busybox", str(base / "rootfs"))
+    assert r.returncode == 0, r.stderr
+    r = fim("build", str(base / "rootfs"), str(base / "app.flatimage"))
+    assert r.returncode == 0, r.stderr
+    return base / "app.flatimage"
+
+
+def _ensure_user() -> Optional[pwd.struct_passwd]:
+    try:
+        return pwd.getpwnam(TEST_USER)
+    except KeyError:
+        pass
+    if shutil.which("useradd") is None:
+        return None
+    subprocess.run(["useradd", "-M", "-s", "/bin/sh", TEST_USER], check=True)
+    return pwd.getpwnam(TEST_USER)
+
+
+@pytest.fixture(scope="session")
+def unprivileged() -> Optional[Runner]:
+    """The rootless identity: the test user when we are root, else ourselves."""
+    if os.getuid() != 0:
+        return Runner("user", None, os.getuid())
+    entry = _ensure_user()
+    if entry is None:
+        return None
+    if os.path.exists("/dev/fuse"):
+        # As distributions ship it; some minimal systems make it root-only.
+        os.chmod("/dev/fuse", 0o666)
+    return Runner("user", TEST_USER, entry.pw_uid)
+
+
+@pytest.fixture(params=["root", "user"])
+def runner(request: pytest.FixtureRequest, unprivileged: Optional[Runner]) -> Runner:
+    """Each test using this runs once as root and once as an ordinary user."""
+    if request.param == "root":
+        if os.getuid() != 0:
+            pytest.skip("needs root")
+        return Runner("root", None, 0)
+    if unprivileged is None:
+        pytest.skip("cannot create an unprivileged user")
+    return unprivileged
+
+
+@pytest.fixture
+def workdir(runner: Runner) -> Iterator[Path]:
+    """A directory the runner owns, outside root-only pytest temp dirs."""
+    path = Path(tempfile.mkdtemp(prefix="fim-test-"))
+    os.chmod(path, 0o755)
+    if runner.user is not None:
+        os.chown(path, runner.uid, -1)
+    yield path
+    subprocess.run(["rm", "-rf", str(path)], check=False)
+
+
+@pytest.fixture
+def image(built_image: Path, workdir: Path, runner: Runner) -> Path:
+    """A fresh copy of the session's image, owned by the runner."""
+    dest = workdir / "app.flatimage"
+    shutil.copy2(built_image, dest)
+    if runner.user is not None:
+        os.chown(dest, runner.uid, -1)
+    return dest

@@ -1,0 +1,44 @@
+"""The runtime must run on Python 3.9 with the standard library; the code stays lint-clean."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNTIME = ROOT / "src/fim/runtime"
+
+
+def _tool(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_runtime_needs_at_most_python_3_9() -> None:
+    r = _tool("vermin", "--no-tips", "--eval-annotations", "--backport", "typing", str(RUNTIME))
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith("Minimum required versions:")]
+    assert line, r.stdout + r.stderr
+    required = line[0].split(":", 1)[1].strip().split(", ")[-1]
+    assert tuple(int(x) for x in required.split(".")) <= (3, 9), line[0]
+
+
+def test_runtime_imports_only_the_standard_library() -> None:
+    stdlib = set(sys.stdlib_module_names)
+    for path in RUNTIME.rglob("*.py"):
+        for line in path.read_text().splitlines():
+            words = line.split()
+            if len(words) >= 2 and words[0] in ("import", "from"):
+                top = words[1].split(".")[0]
+                assert top == "fim" or top in stdlib, f"{path}: {line.strip()}"
+                if top == "fim":
+                    assert not words[1].startswith("fim.builder"), f"{path}: {line.strip()}"
+
+
+def test_ruff_is_clean() -> None:
+    r = _tool("ruff", "check", "src", "tests", "bench")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_mypy_is_clean() -> None:
+    r = _tool("mypy")
+    assert r.returncode == 0, r.stdout + r.stderr
