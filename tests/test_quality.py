@@ -15,7 +15,9 @@ def _tool(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_runtime_needs_at_most_python_3_9() -> None:
-    r = _tool("vermin", "--no-tips", "--eval-annotations", "--backport", "typing", str(RUNTIME))
+    vermin = str(Path(sys.executable).parent / "vermin")
+    r = subprocess.run([vermin, "--no-tips", "--eval-annotations", "--backport", "typing",
+                        str(RUNTIME)], capture_output=True, text=True)
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("Minimum required versions:")]
     assert line, r.stdout + r.stderr
     required = line[0].split(":", 1)[1].strip().split(", ")[-1]
