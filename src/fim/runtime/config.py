@@ -7,8 +7,6 @@ nothing else from the environment or the image.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import List, Mapping, Tuple
 
 from fim.runtime import instance, overlays
 from fim.runtime.errors import FimError, debug_enabled
@@ -16,6 +14,11 @@ from fim.runtime.image import chain
 from fim.runtime.image.header import Header
 from fim.runtime.image.reserved import REGIONS, read_span
 from fim.runtime.layers import Layer, external
+from fim.runtime.record import dataclass
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Mapping, Tuple
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,7 @@ drops the mount namespace, so no mount outlives its instance.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from fim.runtime import namespaces, overlays, rootview, sandbox, tools
 from fim.runtime.config import Config
@@ -28,10 +25,19 @@ from fim.runtime.instance import remove_tree, sweep
 from fim.runtime.layers import Layer, format_module
 from fim.runtime.overlays import bwrap as native_overlay
 
-_FORWARDED = (signal.SIGTERM, signal.SIGHUP)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal as _signal
+else:
+    # The C module: `signal` would import `enum`, milliseconds of start-up.
+    import _signal
+if TYPE_CHECKING:
+    from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+_FORWARDED = (_signal.SIGTERM, _signal.SIGHUP)
 # The terminal sends these to the whole foreground group, the program included;
 # the runtime only has to survive them.
-_TERMINAL = (signal.SIGINT, signal.SIGQUIT)
+_TERMINAL = (_signal.SIGINT, _signal.SIGQUIT)
 
 
 def _spawn(argv: Sequence[str], env: Mapping[str, str], log: Optional[str]) -> int:
@@ -60,8 +66,11 @@ def _wait(pid: int) -> int:
             continue
 
 
-def _mount_layers(cfg: Config, stack: contextlib.ExitStack, env: Mapping[str, str]) -> List[str]:
-    """Mount every layer read-only, all at once; the mount points, newest first."""
+def _mount_layers(cfg: Config, mounted: List[str], env: Mapping[str, str]) -> List[str]:
+    """Mount every layer read-only, all at once; the mount points, newest first.
+
+    Each successful mount point is added to `mounted` as soon as it exists, so the
+    caller unwinds exactly what was mounted, on every path."""
     started = []
     for layer in cfg.layers:
         module = format_module(layer)
@@ -75,7 +84,7 @@ def _mount_layers(cfg: Config, stack: contextlib.ExitStack, env: Mapping[str, st
     failed: List[Tuple[Layer, str]] = []
     for layer, point, pid, log in started:
         if _wait(pid) == 0:
-            stack.callback(namespaces.detach, point)
+            mounted.append(point)
         else:
             failed.append((layer, log))
     if failed:
@@ -162,19 +171,18 @@ def _not_started(branches: Sequence[str], program: str) -> int:
 def _init(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, str],
           shell: bool) -> int:
     """PID 1 of the instance: mount, run bubblewrap, unwind."""
-    namespaces.die_with_parent(signal.SIGKILL)
+    namespaces.die_with_parent(_signal.SIGKILL)
     paths = cfg.paths
     bwrap_pid: List[int] = []
 
     def forward(signum: int, _frame: object) -> None:
-        for pid in bwrap_pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
+        _kill(bwrap_pid, signum)
 
     for sig in _FORWARDED:
-        signal.signal(sig, forward)
-    with contextlib.ExitStack() as stack:
-        layer_dirs = _mount_layers(cfg, stack, env)
+        _signal.signal(sig, forward)
+    mounted: List[str] = []
+    try:
+        layer_dirs = _mount_layers(cfg, mounted, env)
         for d in layer_dirs:
             debug(cfg.debug, f"Overlay layer '{d}'", "I")
         branches = [paths.dir_upper] + layer_dirs
@@ -203,6 +211,17 @@ def _init(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, 
         if code is None:
             code = _not_started(branches, program[0]) if status == 1 else status
         return code
+    finally:
+        for point in reversed(mounted):
+            namespaces.detach(point)
+
+
+def _kill(pids: Sequence[int], signum: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
 
 
 def run(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, str],
@@ -218,7 +237,7 @@ def run(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, st
     for d in (paths.dir_upper, paths.dir_work, paths.dir_logs):
         os.makedirs(d, exist_ok=True)
     for sig in _TERMINAL:
-        signal.signal(sig, lambda *_: None)
+        _signal.signal(sig, lambda *_: None)
     namespaces.enter(cfg.uid, cfg.gid)
     child = os.fork()
     if child == 0:
@@ -234,11 +253,10 @@ def run(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, st
             os._exit(code)
 
     def forward(signum: int, _frame: object) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child, signum)
+        _kill([child], signum)
 
     for sig in _FORWARDED:
-        signal.signal(sig, forward)
+        _signal.signal(sig, forward)
     code = _wait(child)
     remove_tree(paths.dir_work)
     remove_tree(paths.dir_instance)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Mapping
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Mapping
 
 EXIT_USAGE = 125
 EXIT_CANNOT_EXECUTE = 126

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
+
+from fim.runtime.record import dataclass
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import List
 
 from fim.runtime.errors import FimError, error
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List
 
 
 def main(image: str, args: List[str], dir_global: str, header_block: bytes) -> int:

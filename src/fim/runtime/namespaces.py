@@ -10,7 +10,10 @@ the PID namespace and drops the mount namespace with all its mounts.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000

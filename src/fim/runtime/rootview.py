@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import List, Optional, Sequence, Tuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Optional, Sequence, Tuple
 
 _OPAQUE = ("user.overlay.opaque", "trusted.overlay.opaque")
 _MAX_LINKS = 40

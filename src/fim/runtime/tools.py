@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import Mapping, Optional
 
 from fim.runtime.errors import FimError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Mapping, Optional
 
 # Tools the runtime may run, with the package that provides them on Debian.
 PACKAGES = {

@@ -3,10 +3,12 @@ none holds mount logic (they call the container pipeline)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Mapping
-
 from fim.runtime.image.header import Header
+from fim.runtime.record import dataclass
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Mapping
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import List
-
 from fim.runtime.commands import Context
 from fim.runtime.errors import FimError, trailing
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List
 
 USAGE = {
     "fim-exec": "fim-exec PROGRAM [ARGS...]\n  Run PROGRAM in the container as the calling user.",

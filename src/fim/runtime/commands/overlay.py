@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
-from typing import List
 
 from fim.runtime import overlays
 from fim.runtime.commands import Context
 from fim.runtime.errors import FimError, trailing
 from fim.runtime.image.reserved import REGIONS, read_region, write_region
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List
 
 USAGE = "fim-overlay set <bwrap|overlayfs|unionfs> | fim-overlay show"
 

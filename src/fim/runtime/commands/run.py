@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import List
-
 from fim.runtime import config, container
 from fim.runtime.commands import Context
 from fim.runtime.errors import FimError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List
 
 
 def _run(ctx: Context, program: List[str], as_root: bool, shell: bool = False) -> int:

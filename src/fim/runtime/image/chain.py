@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
-from typing import List, Optional
 
 from fim.runtime.image.header import Header
+from fim.runtime.record import dataclass
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Optional
 
 _SIZE = struct.Struct("<Q")
 

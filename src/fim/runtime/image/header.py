@@ -12,9 +12,9 @@ Layout (little-endian) at HEADER_OFFSET, after the `#!/bin/sh` launcher:
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 from fim.runtime.errors import FimError
+from fim.runtime.record import dataclass
 
 MAGIC = b"\x7fFIMAGE\x00"
 VERSION = 1

@@ -13,11 +13,14 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
 
 from fim.runtime.errors import FimError
 from fim.runtime.image.header import Header
+from fim.runtime.record import dataclass
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, Optional, Tuple
 
 KIB = 1024
 MIB = 1024 * KIB

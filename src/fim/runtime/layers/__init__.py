@@ -7,11 +7,14 @@ create_argv(). Adding a format is adding a module and a line to FORMATS.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from types import ModuleType
-from typing import Dict, List, Mapping, Optional
 
 from fim.runtime.errors import FimError
+from fim.runtime.record import dataclass
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, List, Mapping, Optional
 
 
 @dataclass(frozen=True)

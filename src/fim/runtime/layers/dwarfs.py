@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import List
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List
+
 
 MAGIC = b"DWARFS"
 TOOL = "dwarfs"

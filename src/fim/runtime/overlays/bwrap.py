@@ -6,7 +6,10 @@ arguments. bubblewrap >= 0.10 is required for --overlay-src/--overlay.
 
 from __future__ import annotations
 
-from typing import List
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List
+
 
 
 def bwrap_args(lowers_top_first: List[str], upper: str, work: str) -> List[str]:
