@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Start-up cost of `./app.flatimage fim-exec true` against the floor.
+
+The floor is a hand-written shell script that does what the runtime does with
+the same tools and nothing else: private namespaces (`unshare`), one
+`squashfuse -o offset=N` mount of layer 0 straight from the image, the same
+bubblewrap command line (same binary, overlay, binds, identity), then the same
+clean-up. Both are run alternately in one process so that machine noise hits
+them alike; the report gives medians and their ratio.
+
+    .venv/bin/python bench/startup.py [--runs 40] [--user NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import List
+
+from fim.runtime import sandbox
+from fim.runtime.image import chain, header
+from fim.runtime.overlays import bwrap as native_overlay
+
+
+def timed(argv: List[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def floor_script(image: Path, work: Path, bwrap: str, uid: int, gid: int, user: str) -> Path:
+    head = header.read(str(image))
+    fd = os.open(image, os.O_RDONLY)
+    try:
+        layer0 = chain.scan(fd, head).elements[0]
+    finally:
+        os.close(fd)
+    mnt, upper, wdir = work / "layer0", work / "upper", work / "work"
+    for d in (mnt, upper):
+        d.mkdir(parents=True, exist_ok=True)
+    if uid == 0:
+        ident = sandbox.Identity(0, 0, "root", "/root", "/bin/sh")
+    else:
+        ident = sandbox.Identity(uid, gid, user, f"/home/{user}", "/bin/sh")
+    rootfs_passwd = "root:x:0:0:root:/root:/bin/sh\n"
+    (work / "passwd").write_text(sandbox.passwd_text(rootfs_passwd, ident))
+    (work / "group").write_text(sandbox.group_text("root:x:0:\n", ident))
+    box = sandbox.Sandbox(
+        bwrap=bwrap,
+        root_args=native_overlay.bwrap_args([str(mnt)], str(upper), str(wdir)),
+        identity=ident, passwd=str(work / "passwd"), group=str(work / "group"),
+        chdir=ident.home, status_fd=3, program=["true"],
+    )
+    inner = (
+        f"squashfuse -o offset={layer0.offset} {shlex.quote(str(image))} {shlex.quote(str(mnt))}"
+        f" && mkdir -p {shlex.quote(str(wdir))}"
+        f" && {shlex.join(sandbox.argv(box))} 3>/dev/null; s=$?;"
+        f" umount -l {shlex.quote(str(mnt))}; rm -rf {shlex.quote(str(wdir))}; exit $s"
+    )
+    ns = ["--mount", "--propagation", "private"] if uid == 0 else ["--user", "--map-root-user",
+                                                                    "--mount"]
+    script = work / "floor.sh"
+    script.write_text(
+        "#!/bin/sh\nexec unshare " + " ".join(ns)
+        + " --pid --fork --kill-child sh -c " + shlex.quote(inner) + "\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--user", help="run both sides as this unprivileged user (needs root)")
+    args = parser.parse_args()
+
+    base = Path(tempfile.mkdtemp(prefix="fim-bench-"))
+    os.chmod(base, 0o755)
+    try:
+        fim = [sys.executable, "-m", "fim"]
+        subprocess.run(fim + ["rootfs", "busybox", str(base / "rootfs")], check=True)
+        image = base / "app.flatimage"
+        subprocess.run(fim + ["build", str(base / "rootfs"), str(image)], check=True)
+        uid, gid, user = os.getuid(), os.getgid(), "root"
+        wrap: List[str] = []
+        if args.user:
+            import pwd
+
+            entry = pwd.getpwnam(args.user)
+            uid, gid, user = entry.pw_uid, entry.pw_gid, args.user
+            wrap = ["runuser", "-u", args.user, "--"]
+            subprocess.run(["chown", "-R", args.user, str(base)], check=True)
+        # One run extracts the runtime; the floor then uses the same bwrap binary.
+        subprocess.run(wrap + [str(image), "fim-exec", "true"], check=True)
+        gdir = "/tmp/fim" if os.stat("/tmp/fim").st_uid == uid else f"/tmp/fim-{uid}"
+        build_id = header.read(str(image)).build_id
+        bwrap = f"{gdir}/app/{build_id}/runtime/tools/bin/bwrap"
+        if not os.path.exists(bwrap):
+            bwrap = shutil.which("bwrap") or "bwrap"
+        work = base / "floor"
+        script = floor_script(image, work, bwrap, uid, gid, user)
+        if args.user:
+            subprocess.run(["chown", "-R", args.user, str(work)], check=True)
+        python = [sys.executable if not os.path.exists("/usr/bin/python3") else
+                  "/usr/bin/python3", "-I", "-S", "-c", "pass"]
+        sides = {
+            "fim": wrap + [str(image), "fim-exec", "true"],
+            "floor": wrap + [str(script)],
+            "python -I -S -c pass": wrap + python,
+        }
+        for argv in sides.values():  # warm caches
+            for _ in range(3):
+                timed(argv)
+        times: dict = {name: [] for name in sides}
+        for _ in range(args.runs):
+            for name, argv in sides.items():
+                times[name].append(timed(argv))
+        med = {name: statistics.median(t) * 1000 for name, t in times.items()}
+        who = args.user or ("root" if os.getuid() == 0 else "current user")
+        print(f"start-up, {args.runs} alternating runs as {who} (median ms)")
+        print("| command | median ms |")
+        print("|---|---|")
+        for name, value in med.items():
+            print(f"| {name} | {value:.1f} |")
+        print(f"ratio fim / floor: {med['fim'] / med['floor']:.2f}x")
+    finally:
+        subprocess.run(["rm", "-rf", str(base)], check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
