@@ -37,6 +37,9 @@ class Runner:
         full_env.pop("FIM_OVERLAY", None)
         full_env.pop("FIM_DEBUG", None)
         full_env.update(env or {})
+        if "input" not in kw:
+            # CI may run with stdin closed; give programs an empty one instead.
+            kw["stdin"] = subprocess.DEVNULL
         return subprocess.run(self.argv(argv), env=full_env, capture_output=True, text=True,
                               timeout=timeout, **kw)  # type: ignore[call-overload]
 
