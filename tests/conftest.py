@@ -16,6 +16,8 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import pytest
 
 TEST_USER = "fimtest"
+# Resolved once: tests may run commands with a PATH that lacks it.
+RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class Runner:
     def argv(self, argv: Sequence[str]) -> List[str]:
         if self.user is None:
             return list(argv)
-        return ["runuser", "-u", self.user, "--"] + list(argv)
+        return [RUNUSER, "-u", self.user, "--"] + list(argv)
 
     def run(self, argv: Sequence[str], env: Optional[Dict[str, str]] = None,
             timeout: float = 120, **kw: object) -> subprocess.CompletedProcess:
@@ -51,11 +53,30 @@ def fim(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fim", *args], capture_output=True, text=True)
 
 
+# Files in layer 0 that tests change, delete, rename and replace.
+BASE_TREE = {
+    "opt/base/keep": "keep\n",
+    "opt/base/del": "del\n",
+    "opt/base/over": "over\n",
+    "opt/base/ren": "ren\n",
+    "opt/base/tree/x": "x\n",
+    "opt/base/tree/deep/y": "y\n",
+}
+
+
+def add_base_tree(rootfs: Path) -> None:
+    for rel, text in BASE_TREE.items():
+        path = rootfs / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
 @pytest.fixture(scope="session")
 def built_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("image")
     r = fim("rootfs", "busybox", str(base / "rootfs"))
     assert r.returncode == 0, r.stderr
+    add_base_tree(base / "rootfs")
     r = fim("build", str(base / "rootfs"), str(base / "app.flatimage"))
     assert r.returncode == 0, r.stderr
     return base / "app.flatimage"

@@ -27,6 +27,7 @@ class Config:
     header: Header
     overlay: str
     casefold: bool
+    casefold_fallback: bool  # casefold turned BWRAP into UNIONFS
     debug: bool
     layers: Tuple[Layer, ...]
     torn_bytes: int  # of an incomplete last chain element, 0 when none
@@ -68,11 +69,15 @@ def resolve(image: str, header: Header, dir_global: str,
         os.close(fd)
     if not layers:
         raise FimError(f"'{image}' has no layers")
+    overlay = overlays.choose(environ, overlay_byte)
+    # Kernel overlayfs cannot sit under the case-insensitive view.
+    fallback = casefold and overlay == overlays.BWRAP
     return Config(
         paths=paths,
         header=header,
-        overlay=overlays.choose(environ, overlay_byte),
+        overlay=overlays.UNIONFS if fallback else overlay,
         casefold=casefold,
+        casefold_fallback=fallback,
         debug=debug_enabled(environ),
         layers=tuple(layers),
         torn_bytes=torn,

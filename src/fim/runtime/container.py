@@ -10,6 +10,7 @@ drops the mount namespace, so no mount outlives its instance.
 from __future__ import annotations
 
 import os
+import sys
 
 from fim.runtime import namespaces, overlays, rootview, sandbox, tools
 from fim.runtime.config import Config
@@ -24,6 +25,7 @@ from fim.runtime.errors import (
 from fim.runtime.instance import remove_tree, sweep
 from fim.runtime.layers import Layer, format_module
 from fim.runtime.overlays import bwrap as native_overlay
+from fim.runtime.overlays import fuse_overlayfs, unionfs, upperdir
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -168,11 +170,103 @@ def _not_started(branches: Sequence[str], program: str) -> int:
     return 1 if os.stat(found).st_mode & 0o111 else EXIT_CANNOT_EXECUTE
 
 
+_SYS_MOUNT_FAILED = -1
+
+
+def _overlay_mountable(cfg: Config, layer_dirs: Sequence[str]) -> bool:
+    """Whether the kernel accepts the overlay bubblewrap tried: the SYS_mount probe."""
+    paths = cfg.paths
+    os.makedirs(paths.dir_mount, exist_ok=True)
+    options = (f"lowerdir={':'.join(layer_dirs)},upperdir={paths.dir_upper},"
+               f"workdir={paths.dir_work},userxattr")
+    try:
+        namespaces.mount("overlay", paths.dir_mount, "overlay", options)
+    except OSError:
+        return False
+    namespaces.detach(paths.dir_mount)
+    return True
+
+
+def _mount_fuse_overlay(cfg: Config, backend: str, layer_dirs: Sequence[str],
+                        mounted: List[str], env: Mapping[str, str]) -> str:
+    """Mount the OVERLAYFS or UNIONFS merged root; its mount point."""
+    paths = cfg.paths
+    module = fuse_overlayfs if backend == overlays.OVERLAYFS else unionfs
+    tool = tools.require(paths.dir_runtime, module.TOOL, env,
+                         f"for the {backend} overlay", _alternatives(backend))
+    os.makedirs(paths.dir_mount, exist_ok=True)
+    if backend == overlays.OVERLAYFS:
+        argv = fuse_overlayfs.mount_argv(tool, layer_dirs, paths.dir_upper, paths.dir_work,
+                                         paths.dir_mount)
+    else:
+        argv = unionfs.mount_argv(tool, layer_dirs, paths.dir_upper, paths.dir_mount)
+    log = os.path.join(paths.dir_logs, f"{module.TOOL}.log")
+    if _wait(_spawn(argv, env, log)) != 0:
+        raise FimError(f"Could not mount the {backend} overlay (see {log})", 1)
+    mounted.append(paths.dir_mount)
+    return paths.dir_mount
+
+
+def _alternatives(backend: str) -> str:
+    others = [n for n, b in overlays.NAMES.items() if b != backend]
+    return (f"or use another overlay: FIM_OVERLAY={'|'.join(others)} for one run, "
+            f"fim-overlay set {'|'.join(others)} for good")
+
+
+def _attempt(cfg: Config, backend: str, layer_dirs: Sequence[str], mounted: List[str],
+             program: Sequence[str], as_root: bool, env: Mapping[str, str], shell: bool,
+             bwrap_pid: List[int]) -> int:
+    """One start of bubblewrap on `backend`; _SYS_MOUNT_FAILED if its overlay was refused."""
+    paths = cfg.paths
+    lock = upperdir.prepare(os.path.join(paths.dir_data, "overlay.state"), paths.dir_upper,
+                            backend, layer_dirs)
+    try:
+        if backend == overlays.BWRAP:
+            root_args = native_overlay.bwrap_args(layer_dirs, paths.dir_upper, paths.dir_work)
+            branches = [paths.dir_upper] + list(layer_dirs)
+        else:
+            merged = _mount_fuse_overlay(cfg, backend, layer_dirs, mounted, env)
+            root_args = ["--bind", merged, "/"]
+            branches = [merged]
+        ident = _identity(cfg, as_root, branches)
+        if shell:
+            program = [ident.shell] + list(program)
+        read_end, write_end = os.pipe()
+        os.set_inheritable(write_end, True)
+        box = sandbox.Sandbox(
+            bwrap=tools.require(paths.dir_runtime, "bwrap", env, "to start the container"),
+            root_args=root_args,
+            identity=ident,
+            passwd=_write(os.path.join(paths.dir_instance, "passwd"),
+                          sandbox.passwd_text(rootview.read_text(branches, "/etc/passwd"), ident)),
+            group=_write(os.path.join(paths.dir_instance, "group"),
+                         sandbox.group_text(rootview.read_text(branches, "/etc/group"), ident)),
+            chdir=ident.home,
+            status_fd=write_end,
+            program=program,
+        )
+        child_env = sandbox.environment(env, ident, _fim_vars(cfg))
+        bwrap_pid[:] = [_spawn(sandbox.argv(box), child_env, None)]
+        os.close(write_end)
+        _, code = _read_status(read_end)
+        status = _wait(bwrap_pid[0])
+        bwrap_pid.clear()
+        if code is not None:
+            return code
+        if status != 1:
+            return status
+        # The program never started: a refused overlay, or a missing program.
+        if backend == overlays.BWRAP and not _overlay_mountable(cfg, layer_dirs):
+            return _SYS_MOUNT_FAILED
+        return _not_started(branches, program[0])
+    finally:
+        os.close(lock)
+
+
 def _init(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, str],
           shell: bool) -> int:
     """PID 1 of the instance: mount, run bubblewrap, unwind."""
     namespaces.die_with_parent(_signal.SIGKILL)
-    paths = cfg.paths
     bwrap_pid: List[int] = []
 
     def forward(signum: int, _frame: object) -> None:
@@ -185,31 +279,14 @@ def _init(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, 
         layer_dirs = _mount_layers(cfg, mounted, env)
         for d in layer_dirs:
             debug(cfg.debug, f"Overlay layer '{d}'", "I")
-        branches = [paths.dir_upper] + layer_dirs
-        ident = _identity(cfg, as_root, branches)
-        if shell:
-            program = [ident.shell] + list(program)
-        read_end, write_end = os.pipe()
-        os.set_inheritable(write_end, True)
-        box = sandbox.Sandbox(
-            bwrap=tools.require(paths.dir_runtime, "bwrap", env, "to start the container"),
-            root_args=native_overlay.bwrap_args(layer_dirs, paths.dir_upper, paths.dir_work),
-            identity=ident,
-            passwd=_write(os.path.join(paths.dir_instance, "passwd"),
-                          sandbox.passwd_text(rootview.read_text(branches, "/etc/passwd"), ident)),
-            group=_write(os.path.join(paths.dir_instance, "group"),
-                         sandbox.group_text(rootview.read_text(branches, "/etc/group"), ident)),
-            chdir=ident.home,
-            status_fd=write_end,
-            program=program,
-        )
-        child_env = sandbox.environment(env, ident, _fim_vars(cfg))
-        bwrap_pid.append(_spawn(sandbox.argv(box), child_env, None))
-        os.close(write_end)
-        _, code = _read_status(read_end)
-        status = _wait(bwrap_pid[0])
-        if code is None:
-            code = _not_started(branches, program[0]) if status == 1 else status
+        code = _attempt(cfg, cfg.overlay, layer_dirs, mounted, program, as_root, env, shell,
+                        bwrap_pid)
+        if code == _SYS_MOUNT_FAILED:
+            sys.stderr.write("ERROR: Bwrap failed SYS_mount, retrying with unionfs-fuse...\n")
+            sys.stderr.flush()
+            debug(cfg.debug, f"Overlay type: {overlays.DEBUG_NAMES[overlays.UNIONFS]}")
+            code = _attempt(cfg, overlays.UNIONFS, layer_dirs, mounted, program, as_root, env,
+                            shell, bwrap_pid)
         return code
     finally:
         for point in reversed(mounted):
@@ -230,10 +307,15 @@ def run(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, st
     if cfg.torn_bytes:
         warn(f"Ignoring an incomplete last layer ({cfg.torn_bytes} bytes); "
              "the next layer appended will replace it")
+    if cfg.casefold_fallback and cfg.debug:
+        warn("casefold cannot be used with bwrap overlayfs, falling back to unionfs")
     debug(cfg.debug, f"Overlay type: {overlays.DEBUG_NAMES[cfg.overlay]}")
-    if cfg.overlay != overlays.BWRAP:
-        raise FimError(f"Overlay type {cfg.overlay} is not available in this runtime")
     paths = cfg.paths
+    if cfg.overlay != overlays.BWRAP:
+        # Checked before anything is mounted.
+        module = fuse_overlayfs if cfg.overlay == overlays.OVERLAYFS else unionfs
+        tools.require(paths.dir_runtime, module.TOOL, env, f"for the {cfg.overlay} overlay",
+                      _alternatives(cfg.overlay))
     for d in (paths.dir_upper, paths.dir_work, paths.dir_logs):
         os.makedirs(d, exist_ok=True)
     for sig in _TERMINAL:

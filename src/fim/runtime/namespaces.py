@@ -83,5 +83,10 @@ def die_with_parent(signal_number: int) -> None:
     _libc("prctl")(PR_SET_PDEATHSIG, signal_number, 0, 0, 0)
 
 
+def mount(source: str, target: str, fstype: str, options: str) -> None:
+    _libc("mount")(os.fsencode(source), os.fsencode(target), os.fsencode(fstype), 0,
+                   os.fsencode(options))
+
+
 def detach(path: str) -> None:
     _libc("umount2")(os.fsencode(path), MNT_DETACH)

@@ -47,9 +47,11 @@ def find(runtime_dir: str, name: str, environ: Mapping[str, str]) -> Optional[st
     return embedded(runtime_dir, name) or on_host(name, environ)
 
 
-def require(runtime_dir: str, name: str, environ: Mapping[str, str], why: str) -> str:
+def require(runtime_dir: str, name: str, environ: Mapping[str, str], why: str,
+            alternatives: str = "") -> str:
     path = find(runtime_dir, name, environ)
     if path is None:
         package = PACKAGES.get(name, name)
-        raise FimError(f"'{name}' is required {why} but was not found; install {package}")
+        hint = f", {alternatives}" if alternatives else ""
+        raise FimError(f"'{name}' is required {why} but was not found; install {package}{hint}")
     return path

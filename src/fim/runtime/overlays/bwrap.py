@@ -8,11 +8,11 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List
+    from typing import List, Sequence
 
 
 
-def bwrap_args(lowers_top_first: List[str], upper: str, work: str) -> List[str]:
+def bwrap_args(lowers_top_first: Sequence[str], upper: str, work: str) -> List[str]:
     args: List[str] = []
     # bubblewrap stacks --overlay-src in the order given, first = lowest.
     for lower in reversed(lowers_top_first):
