@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -25,9 +24,11 @@ import time
 from pathlib import Path
 from typing import List
 
-from fim.runtime import sandbox
-from fim.runtime.image import chain, header
-from fim.runtime.overlays import bwrap as native_overlay
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import rawtools  # noqa: E402
+
+from fim.runtime.image import header  # noqa: E402
 
 
 def timed(argv: List[str]) -> float:
@@ -37,43 +38,8 @@ def timed(argv: List[str]) -> float:
 
 
 def floor_script(image: Path, work: Path, bwrap: str, uid: int, gid: int, user: str) -> Path:
-    head = header.read(str(image))
-    fd = os.open(image, os.O_RDONLY)
-    try:
-        layer0 = chain.scan(fd, head).elements[0]
-    finally:
-        os.close(fd)
-    mnt, upper, wdir = work / "layer0", work / "upper", work / "work"
-    for d in (mnt, upper):
-        d.mkdir(parents=True, exist_ok=True)
-    if uid == 0:
-        ident = sandbox.Identity(0, 0, "root", "/root", "/bin/sh")
-    else:
-        ident = sandbox.Identity(uid, gid, user, f"/home/{user}", "/bin/sh")
-    rootfs_passwd = "root:x:0:0:root:/root:/bin/sh\n"
-    (work / "passwd").write_text(sandbox.passwd_text(rootfs_passwd, ident))
-    (work / "group").write_text(sandbox.group_text("root:x:0:\n", ident))
-    box = sandbox.Sandbox(
-        bwrap=bwrap,
-        root_args=native_overlay.bwrap_args([str(mnt)], str(upper), str(wdir)),
-        identity=ident, passwd=str(work / "passwd"), group=str(work / "group"),
-        chdir=ident.home, status_fd=3, program=["true"],
-    )
-    inner = (
-        f"squashfuse -o offset={layer0.offset} {shlex.quote(str(image))} {shlex.quote(str(mnt))}"
-        f" && mkdir -p {shlex.quote(str(wdir))}"
-        f" && {shlex.join(sandbox.argv(box))} 3>/dev/null; s=$?;"
-        f" umount -l {shlex.quote(str(mnt))}; rm -rf {shlex.quote(str(wdir))}; exit $s"
-    )
-    ns = ["--mount", "--propagation", "private"] if uid == 0 else ["--user", "--map-root-user",
-                                                                    "--mount"]
-    script = work / "floor.sh"
-    script.write_text(
-        "#!/bin/sh\nexec unshare " + " ".join(ns)
-        + " --pid --fork --kill-child sh -c " + shlex.quote(inner) + "\n"
-    )
-    script.chmod(0o755)
-    return script
+    return rawtools.script(image, work, "bwrap", bwrap, rawtools.identity(uid, gid, user),
+                           ["true"])
 
 
 def main() -> int:

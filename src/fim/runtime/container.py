@@ -267,6 +267,7 @@ def _init(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, 
           shell: bool) -> int:
     """PID 1 of the instance: mount, run bubblewrap, unwind."""
     namespaces.die_with_parent(_signal.SIGKILL)
+    namespaces.mount_proc()
     bwrap_pid: List[int] = []
 
     def forward(signum: int, _frame: object) -> None:

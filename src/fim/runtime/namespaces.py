@@ -83,9 +83,23 @@ def die_with_parent(signal_number: int) -> None:
     _libc("prctl")(PR_SET_PDEATHSIG, signal_number, 0, 0, 0)
 
 
-def mount(source: str, target: str, fstype: str, options: str) -> None:
-    _libc("mount")(os.fsencode(source), os.fsencode(target), os.fsencode(fstype), 0,
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+
+
+def mount(source: str, target: str, fstype: str, options: str, flags: int = 0) -> None:
+    _libc("mount")(os.fsencode(source), os.fsencode(target), os.fsencode(fstype), flags,
                    os.fsencode(options))
+
+
+def mount_proc() -> None:
+    """Mount the PID namespace's own /proc (call as its init).
+
+    bubblewrap finds its children through /proc/<pid>; with the host's /proc those
+    numbers would name other processes.
+    """
+    mount("proc", "/proc", "proc", "", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
 def detach(path: str) -> None:
