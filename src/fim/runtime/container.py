@@ -199,12 +199,29 @@ def _mount_fuse_overlay(cfg: Config, backend: str, layer_dirs: Sequence[str],
         argv = fuse_overlayfs.mount_argv(tool, layer_dirs, paths.dir_upper, paths.dir_work,
                                          paths.dir_mount)
     else:
-        argv = unionfs.mount_argv(tool, layer_dirs, paths.dir_upper, paths.dir_mount)
+        keys = [_cache_key(layer) for layer in reversed(cfg.layers)]
+        ro = unionfs.branches(list(zip(keys, layer_dirs)), os.path.join(paths.dir_app, "markers"),
+                              os.path.join(paths.dir_instance, "unionfs"))
+        argv = unionfs.mount_argv(tool, ro, paths.dir_upper, paths.dir_mount)
     log = os.path.join(paths.dir_logs, f"{module.TOOL}.log")
     if _wait(_spawn(argv, env, log)) != 0:
         raise FimError(f"Could not mount the {backend} overlay (see {log})", 1)
     mounted.append(paths.dir_mount)
     return paths.dir_mount
+
+
+def _cache_key(layer: Layer) -> str:
+    """Names a layer by its content: copies of one image share a runtime directory, and a
+    layer at the same place in two of them may differ. The SquashFS superblock (times,
+    counts, table offsets) and the tables at the end identify it."""
+    import zlib
+
+    with open(layer.path, "rb") as f:
+        f.seek(layer.offset)
+        head = f.read(96)
+        f.seek(layer.offset + max(0, layer.size - 65536))
+        tail = f.read(min(65536, layer.size))
+    return f"{layer.size}:{zlib.crc32(head):08x}:{zlib.crc32(tail):08x}"
 
 
 def _alternatives(backend: str) -> str:

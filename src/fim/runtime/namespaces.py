@@ -65,15 +65,18 @@ def _write(path: str, text: str) -> None:
         os.close(fd)
 
 
-def enter(uid: int, gid: int) -> None:
-    """Move this process into new (user and) mount namespaces; its children into a new PID one."""
+def enter(uid: int, gid: int, pid: bool = True) -> None:
+    """Move this process into new (user and) mount namespaces; its children into a new
+    PID one when `pid`. Rootless, the caller becomes 0 with every capability over
+    its own files (what commits need to read and clear any file of the upper dir)."""
+    pid_flag = CLONE_NEWPID if pid else 0
     if uid == 0:
         # Root keeps every identity: no user namespace, and a mount namespace
         # made private so that no mount propagates back to the host.
-        unshare(CLONE_NEWNS | CLONE_NEWPID)
+        unshare(CLONE_NEWNS | pid_flag)
         _libc("mount")(b"none", b"/", None, MS_REC | MS_PRIVATE, None)
         return
-    unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID)
+    unshare(CLONE_NEWUSER | CLONE_NEWNS | pid_flag)
     _write("/proc/self/setgroups", "deny")
     _write("/proc/self/uid_map", f"0 {uid} 1\n")
     _write("/proc/self/gid_map", f"0 {gid} 1\n")

@@ -24,5 +24,6 @@ COMMANDS = {
     "fim-exec": ("run", "fim_exec"),
     "fim-root": ("run", "fim_root"),
     "fim-overlay": ("overlay", "main"),
+    "fim-layer": ("layer", "main"),
     "fim-help": ("help", "main"),
 }

@@ -1,16 +1,66 @@
-"""The UNIONFS backend: unionfs-fuse in copy-on-write mode, mounted before bubblewrap."""
+"""The UNIONFS backend: unionfs-fuse in copy-on-write mode, mounted before bubblewrap.
+
+unionfs-fuse does not read the deletion markers layers carry (0/0 devices and
+opaque xattrs, see whiteouts.py): it would show the devices as files and let
+lower layers shine through opaque directories. So each layer that has markers
+gets two small generated read-only branches: one just above it, hiding its
+deleted paths (the devices included), and one just below it, hiding the
+directories it made opaque in the layers underneath. The scan of a layer is
+cached per layer under the runtime directory.
+"""
 
 from __future__ import annotations
 
+import os
+import zlib
+
+from fim.runtime.overlays import whiteouts
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List, Sequence
+    from typing import List, Sequence, Tuple
 
 TOOL = "unionfs"
 
 
-def mount_argv(tool: str, lowers_top_first: Sequence[str], upper: str,
+def mount_argv(tool: str, branches_top_first: Sequence[str], upper: str,
                mountpoint: str) -> List[str]:
-    branches = [f"{upper}=RW"] + [f"{lower}=RO" for lower in lowers_top_first]
+    branches = [f"{upper}=RW"] + [f"{b}=RO" for b in branches_top_first]
     # hide_meta_files: its .unionfs-fuse bookkeeping never shows in the container.
     return [tool, "-o", "cow,hide_meta_files", ":".join(branches), mountpoint]
+
+
+def _markers(key: str, layer_dir: str, cache_dir: str) -> Tuple[List[str], List[str]]:
+    cache = os.path.join(cache_dir, f"{zlib.crc32(key.encode()):08x}.markers")
+    try:
+        with open(cache, encoding="utf-8") as f:
+            lines = f.read().split("\n")
+        if lines[0] == key:
+            gone = [ln[2:] for ln in lines[1:] if ln.startswith("w ")]
+            opaque = [ln[2:] for ln in lines[1:] if ln.startswith("o ")]
+            return gone, opaque
+    except OSError:
+        pass
+    gone, opaque = whiteouts.scan(layer_dir)
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = f"{cache}.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("\n".join([key] + [f"w {p}" for p in gone] + [f"o {p}" for p in opaque]))
+    os.replace(tmp, cache)
+    return gone, opaque
+
+
+def branches(layers_top_first: Sequence[Tuple[str, str]], cache_dir: str,
+             work_dir: str) -> List[str]:
+    """Read-only branches, top first: each layer with its generated marker branches.
+
+    `layers_top_first` holds (cache key, mounted layer dir) pairs."""
+    result: List[str] = []
+    for n, (key, layer_dir) in enumerate(layers_top_first):
+        gone, opaque = _markers(key, layer_dir, cache_dir)
+        if gone:
+            result.append(whiteouts.unionfs_branch(os.path.join(work_dir, f"{n}-above"), gone))
+        result.append(layer_dir)
+        if opaque:
+            result.append(whiteouts.unionfs_branch(os.path.join(work_dir, f"{n}-below"), opaque))
+    return result

@@ -28,7 +28,7 @@ from fim.runtime import rootview
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Sequence
+    from typing import List, Sequence, Tuple
 
 OPAQUE = "user.overlay.opaque"
 _FOREIGN_OPAQUE = ("trusted.overlay.opaque", "user.fuseoverlayfs.opaque")
@@ -163,3 +163,31 @@ def to_unionfs(upper: str) -> None:
             if rootview.is_whiteout(os.lstat(path)):
                 os.unlink(path)
                 mark(os.path.relpath(path, upper))
+
+
+def scan(layer_dir: str) -> Tuple[List[str], List[str]]:
+    """Deletion markers of a read-only layer: (whiteout paths, opaque dir paths)."""
+    gone: List[str] = []
+    opaque: List[str] = []
+    for root, dirs, files in os.walk(layer_dir):
+        for name in dirs:
+            path = os.path.join(root, name)
+            if _xattr(path, OPAQUE) == b"y":
+                opaque.append(os.path.relpath(path, layer_dir))
+        for name in files:
+            path = os.path.join(root, name)
+            if rootview.is_whiteout(os.lstat(path)):
+                gone.append(os.path.relpath(path, layer_dir))
+    return gone, opaque
+
+
+def unionfs_branch(directory: str, paths: Sequence[str]) -> str:
+    """A read-only unionfs-fuse branch that hides `paths` in the branches below it."""
+    meta = os.path.join(directory, UNIONFS_META)
+    for rel in paths:
+        marker = os.path.join(meta, rel + HIDDEN)
+        os.makedirs(os.path.dirname(marker), exist_ok=True)
+        with open(marker, "wb"):
+            pass
+    os.makedirs(directory, exist_ok=True)
+    return directory
