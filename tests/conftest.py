@@ -31,13 +31,16 @@ class Runner:
     def argv(self, argv: Sequence[str]) -> List[str]:
         if self.user is None:
             return list(argv)
-        return [RUNUSER, "-u", self.user, "--"] + list(argv)
+        # -p keeps the environment the test sets (HOME included).
+        return [RUNUSER, "-p", "-u", self.user, "--"] + list(argv)
 
     def run(self, argv: Sequence[str], env: Optional[Dict[str, str]] = None,
             timeout: float = 120, **kw: object) -> subprocess.CompletedProcess:
         full_env = dict(os.environ)
         full_env.pop("FIM_OVERLAY", None)
         full_env.pop("FIM_DEBUG", None)
+        if self.user is not None:
+            full_env.update(HOME=f"/home/{self.user}", USER=self.user, LOGNAME=self.user)
         full_env.update(env or {})
         if "input" not in kw:
             # CI may run with stdin closed; give programs an empty one instead.
@@ -46,6 +49,10 @@ class Runner:
                               timeout=timeout, **kw)  # type: ignore[call-overload]
 
     def popen(self, argv: Sequence[str], **kw: object) -> subprocess.Popen:
+        if self.user is not None:
+            env = dict(kw.pop("env", os.environ))  # type: ignore[call-overload]
+            env.update(HOME=f"/home/{self.user}", USER=self.user, LOGNAME=self.user)
+            kw["env"] = env
         return subprocess.Popen(self.argv(argv), **kw)  # type: ignore[call-overload]
 
 

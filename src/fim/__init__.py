@@ -1,3 +1,5 @@
 """fim: portable single-file Linux application containers."""
 
-__version__ = "0.1.0"
+from fim.runtime import VERSION as __version__
+
+__all__ = ["__version__"]

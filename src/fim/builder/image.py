@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from fim import __version__
 from fim.builder import bundle, payload
 from fim.runtime.errors import FimError
 from fim.runtime.image import chain
@@ -54,16 +56,39 @@ def make_layer(source: Path, output: Path, level: int = DEFAULT_LEVEL) -> None:
         raise FimError(f"mksquashfs failed: {result.stderr.strip() or result.stdout.strip()}")
 
 
+def distribution_label(rootfs: Path) -> str:
+    """PRETTY_NAME of the root filesystem's os-release, else its ID, else "unknown"."""
+    for rel in ("etc/os-release", "usr/lib/os-release"):
+        try:
+            text = (rootfs / rel).read_text(errors="replace")
+        except OSError:
+            continue
+        fields = {}
+        for line in text.splitlines():
+            key, _, value = line.partition("=")
+            fields[key.strip()] = value.strip().strip('"')
+        return fields.get("PRETTY_NAME") or fields.get("NAME") or fields.get("ID") or "unknown"
+    return "unknown"
+
+
 def build(rootfs: Path, output: Path, name: Optional[str] = None) -> Header:
     if not rootfs.is_dir():
         raise FimError(f"Root filesystem '{rootfs}' is not a directory")
     output = output.absolute()
     entries: List[payload.Entry] = payload.runtime_entries() + bundle.bwrap_entries()
-    blob = payload.pack(entries)
     label = name or output.name
     build_id = hashlib.sha256(
-        blob + label.encode() + str(time.time_ns()).encode()
+        payload.pack(entries) + label.encode() + str(time.time_ns()).encode()
     ).hexdigest()[:16]
+    info = {
+        "name": label,
+        "build_id": build_id,
+        "distribution": distribution_label(rootfs),
+        "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "builder_version": __version__,
+    }
+    entries.append(("build.json", 0o644, json.dumps(info, indent=2).encode()))
+    blob = payload.pack(entries)
     reserved_offset = LAUNCHER_SIZE + HEADER_BLOCK
     journal_offset = align(reserved_offset + RESERVED_SIZE)
     payload_offset = align(journal_offset + JOURNAL_SIZE)

@@ -1,1 +1,3 @@
 """The runtime copied into every image: standard library only."""
+
+VERSION = "0.1.0"

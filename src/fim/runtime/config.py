@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from fim.runtime import instance, overlays
+from fim.runtime import instance, overlays, settings
 from fim.runtime.errors import FimError, debug_enabled
 from fim.runtime.image import chain
 from fim.runtime.image.header import Header
@@ -33,6 +33,11 @@ class Config:
     torn_bytes: int  # of an incomplete last chain element, 0 when none
     uid: int
     gid: int
+    permissions: int
+    unshare: int
+    environment: Tuple[str, ...]  # fim-env entries, K=V, unexpanded
+    bindings: Tuple[settings.Binding, ...]
+    problems: Tuple[str, ...]  # damaged settings that fell back to their defaults
 
 
 def stored_flags(fd: int, header: Header) -> Tuple[int, bool]:
@@ -63,10 +68,20 @@ def resolve(image: str, header: Header, dir_global: str,
     except OSError as e:
         raise FimError(f"Cannot read image '{image}': {e.strerror}") from None
     try:
+        head = read_span(fd, header, 0, 11)
         overlay_byte, casefold = stored_flags(fd, header)
+        unshare = int.from_bytes(
+            read_span(fd, header, REGIONS["unshare"].offset, REGIONS["unshare"].size), "little")
         layers, torn = layer_list(fd, header, paths, environ)
     finally:
         os.close(fd)
+    problems: List[str] = []
+    no_entries: List[str] = []
+    no_bindings: List[settings.Binding] = []
+    environment = settings.or_default(
+        lambda: settings.read_environment(image, header), no_entries, problems)
+    bindings = settings.or_default(
+        lambda: settings.read_bindings(image, header), no_bindings, problems)
     if not layers:
         raise FimError(f"'{image}' has no layers")
     overlay = overlays.choose(environ, overlay_byte)
@@ -83,4 +98,9 @@ def resolve(image: str, header: Header, dir_global: str,
         torn_bytes=torn,
         uid=os.getuid(),
         gid=os.getgid(),
+        permissions=int.from_bytes(head[0:8], "little"),
+        unshare=unshare,
+        environment=tuple(environment),
+        bindings=tuple(bindings),
+        problems=tuple(problems),
     )

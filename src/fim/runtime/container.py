@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from fim.runtime import namespaces, overlays, rootview, sandbox, tools
+from fim.runtime import namespaces, overlays, permissions, rootview, sandbox, settings, tools
 from fim.runtime.config import Config
 from fim.runtime.errors import (
     EXIT_CANNOT_EXECUTE,
@@ -95,17 +95,19 @@ def _mount_layers(cfg: Config, mounted: List[str], env: Mapping[str, str]) -> Li
     return [point for _, point, _, _ in reversed(started)]
 
 
-def _identity(cfg: Config, as_root: bool, branches: Sequence[str]) -> sandbox.Identity:
+def _identity(cfg: Config, as_root: bool, branches: Sequence[str],
+              host_home: Optional[str]) -> sandbox.Identity:
     shell = "/bin/bash" if rootview.resolve(branches, "/bin/bash") else "/bin/sh"
     if as_root or cfg.uid == 0:
-        return sandbox.Identity(0, 0, "root", "/root", shell)
+        return sandbox.Identity(0, 0, "root", host_home if cfg.uid == 0 and host_home
+                                else "/root", shell)
     import pwd
 
     try:
         user = pwd.getpwuid(cfg.uid).pw_name
     except KeyError:
         user = f"user{cfg.uid}"
-    return sandbox.Identity(cfg.uid, cfg.gid, user, f"/home/{user}", shell)
+    return sandbox.Identity(cfg.uid, cfg.gid, user, host_home or f"/home/{user}", shell)
 
 
 def _write(path: str, text: str) -> str:
@@ -245,7 +247,8 @@ def _attempt(cfg: Config, backend: str, layer_dirs: Sequence[str], mounted: List
             merged = _mount_fuse_overlay(cfg, backend, layer_dirs, mounted, env)
             root_args = ["--bind", merged, "/"]
             branches = [merged]
-        ident = _identity(cfg, as_root, branches)
+        granted = permissions.grant(cfg.permissions, env, cfg.uid)
+        ident = _identity(cfg, as_root, branches, granted.home)
         if shell:
             program = [ident.shell] + list(program)
         read_end, write_end = os.pipe()
@@ -261,8 +264,12 @@ def _attempt(cfg: Config, backend: str, layer_dirs: Sequence[str], mounted: List
             chdir=ident.home,
             status_fd=write_end,
             program=program,
+            share_network=granted.share_network,
+            unshare=settings.bits_to_names(cfg.unshare, settings.NAMESPACES),
+            extra=granted.args + sandbox.bind_args(cfg.bindings, env),
         )
-        child_env = sandbox.environment(env, ident, _fim_vars(cfg))
+        child_env = sandbox.environment(env, ident, _fim_vars(cfg), granted.env,
+                                        cfg.environment)
         bwrap_pid[:] = [_spawn(sandbox.argv(box), child_env, None)]
         os.close(write_end)
         _, code = _read_status(read_end)
@@ -325,6 +332,9 @@ def run(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, st
     if cfg.torn_bytes:
         warn(f"Ignoring an incomplete last layer ({cfg.torn_bytes} bytes); "
              "the next layer appended will replace it")
+    if cfg.debug:
+        for problem in cfg.problems:
+            warn(f"{problem}; using its default")
     if cfg.casefold_fallback and cfg.debug:
         warn("casefold cannot be used with bwrap overlayfs, falling back to unionfs")
     debug(cfg.debug, f"Overlay type: {overlays.DEBUG_NAMES[cfg.overlay]}")
@@ -357,6 +367,9 @@ def run(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, st
 
     for sig in _FORWARDED:
         _signal.signal(sig, forward)
+    # What fim-instance needs to find this instance: its image and its init.
+    _write(os.path.join(paths.dir_instance, "image"), paths.image)
+    _write(os.path.join(paths.dir_instance, "init"), str(child))
     code = _wait(child)
     remove_tree(paths.dir_work)
     remove_tree(paths.dir_instance)

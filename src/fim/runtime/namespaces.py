@@ -107,3 +107,41 @@ def mount_proc() -> None:
 
 def detach(path: str) -> None:
     _libc("umount2")(os.fsencode(path), MNT_DETACH)
+
+
+_JOIN_ORDER = ("cgroup", "ipc", "uts", "net", "pid", "mnt")
+
+
+def _setns(path: str) -> None:
+    """Enter the namespace at `path` unless this process is already in it."""
+    try:
+        if os.stat(path).st_ino == os.stat("/proc/self/ns/" + os.path.basename(path)).st_ino:
+            return  # entering one's own user namespace fails
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        native = getattr(os, "setns", None)  # Python 3.12+
+        if native is not None:
+            native(fd, 0)
+        else:
+            _libc("setns")(fd, 0)
+    finally:
+        os.close(fd)
+
+
+def join(pid: int, via: int) -> None:
+    """Enter every namespace of process `pid` and its root directory.
+
+    `via` is a process whose user namespace lies between ours and the target's
+    (the instance's init): entering it first gives the capabilities that the
+    target's other namespaces ask for. The PID namespace applies to children:
+    fork afterwards."""
+    root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY)
+    _setns(f"/proc/{via}/ns/user")
+    for name in _JOIN_ORDER:
+        _setns(f"/proc/{pid}/ns/{name}")
+    _setns(f"/proc/{pid}/ns/user")
+    os.fchdir(root)
+    os.chroot(".")
+    os.close(root)

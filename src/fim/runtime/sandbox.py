@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fim.runtime.record import dataclass
+from fim.runtime.settings import Binding, expand
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,6 +32,8 @@ class Sandbox:
     status_fd: Optional[int]
     program: Sequence[str]
     share_network: bool = False
+    unshare: Sequence[str] = ()  # more namespaces: ipc, uts, cgroup, net
+    extra: Sequence[str] = ()  # permissions, then bindings (applied last)
 
 
 def argv(box: Sandbox) -> List[str]:
@@ -41,8 +44,13 @@ def argv(box: Sandbox) -> List[str]:
         "--unshare-user", "--uid", str(ident.uid), "--gid", str(ident.gid),
         "--unshare-pid",
     ]
-    if not box.share_network:
+    if not box.share_network or "net" in box.unshare:
         args.append("--unshare-net")
+    for name in box.unshare:
+        if name in ("ipc", "uts"):
+            args.append(f"--unshare-{name}")
+        elif name == "cgroup":
+            args.append("--unshare-cgroup-try")
     args += list(box.root_args)
     args += [
         "--proc", "/proc",
@@ -52,22 +60,37 @@ def argv(box: Sandbox) -> List[str]:
         "--ro-bind", box.passwd, "/etc/passwd",
         "--ro-bind", box.group, "/etc/group",
         "--dir", ident.home,
-        "--chdir", box.chdir,
     ]
+    args += list(box.extra)
+    args += ["--chdir", box.chdir]
     if box.status_fd is not None:
         args += ["--json-status-fd", str(box.status_fd)]
     return args + ["--"] + list(box.program)
 
 
-def environment(host: Mapping[str, str], ident: Identity,
-                fim_vars: Mapping[str, str]) -> Dict[str, str]:
-    """The host's environment, with the container's own PATH and user, then FIM_* on top."""
+def bind_args(bindings: Sequence[Binding], environ: Mapping[str, str]) -> List[str]:
+    """fim-bind entries as bubblewrap arguments, $VARIABLES in sources expanded."""
+    flags = {"ro": "--ro-bind", "rw": "--bind", "dev": "--dev-bind"}
+    args: List[str] = []
+    for b in bindings:
+        args += [flags[b.kind], expand(b.src, dict(environ)), b.dst]
+    return args
+
+
+def environment(host: Mapping[str, str], ident: Identity, fim_vars: Mapping[str, str],
+                granted: Mapping[str, str] = {}, entries: Sequence[str] = ()) -> Dict[str, str]:
+    """The host's environment, with the container's own PATH and user, then FIM_*, what
+    permissions add, and the image's fim-env entries ($VARIABLES expanded) on top."""
     env = dict(host)
     env.update(
         PATH=CONTAINER_PATH, HOME=ident.home, USER=ident.user, LOGNAME=ident.user,
         SHELL=ident.shell,
     )
     env.update(fim_vars)
+    env.update(granted)
+    for entry in entries:
+        key, _, value = entry.partition("=")
+        env[key] = expand(value, dict(host))
     return env
 
 

@@ -25,5 +25,12 @@ COMMANDS = {
     "fim-root": ("run", "fim_root"),
     "fim-overlay": ("overlay", "main"),
     "fim-layer": ("layer", "main"),
+    "fim-perms": ("perms", "perms"),
+    "fim-unshare": ("perms", "unshare"),
+    "fim-bind": ("bind", "main"),
+    "fim-env": ("env", "main"),
+    "fim-boot": ("boot", "main"),
+    "fim-instance": ("instance", "main"),
+    "fim-version": ("version", "main"),
     "fim-help": ("help", "main"),
 }

@@ -9,6 +9,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import List
 
+PERMISSIONS = ("all,audio,dbus_system,dbus_user,dev,gpu,home,input,media,network,optical,shm,"
+               "udev,usb,wayland,xorg")
+
 USAGE = {
     "fim-exec": "fim-exec PROGRAM [ARGS...]\n  Run PROGRAM in the container as the calling user.",
     "fim-root": "fim-root PROGRAM [ARGS...]\n  Run PROGRAM in the container as uid 0.",
@@ -16,6 +19,43 @@ USAGE = {
         "fim-overlay set <bwrap|overlayfs|unionfs> | fim-overlay show\n"
         "  Store the overlay type in the image, or print the effective one\n"
         "  (FIM_OVERLAY overrides the stored value for one run)."
+    ),
+    "fim-layer": (
+        "fim-layer create DIR FILE | add FILE | commit <binary|layer|file PATH> | list\n"
+        "  create: compress DIR into a layer file. add: append a layer file to the image.\n"
+        "  commit: compress the changes made in the container into a layer appended to\n"
+        "  the image (binary), saved as .NAME.data/layers/layer-NNN.layer (layer) or to\n"
+        "  PATH (file), then clear them. list: index:offset:size:path in mount order.\n"
+        "  FIM_COMPRESSION_LEVEL=0..9 (default 7); FIM_LAYERS=a.layer:dir adds layers."
+    ),
+    "fim-perms": (
+        "fim-perms add|del|set <p1,p2,...> | list | clear\n"
+        f"  Permissions: {PERMISSIONS}. Default: none (no network, no home)."
+    ),
+    "fim-bind": (
+        "fim-bind add <ro|rw|dev> SRC DST | del INDEX | list\n"
+        "  Bind a host path into the container; $VARIABLES in SRC expand at run time."
+    ),
+    "fim-env": (
+        "fim-env add|set 'NAME=value'... | del NAME... | list | clear\n"
+        "  Environment of the container; $VARIABLES in values expand at run time."
+    ),
+    "fim-boot": (
+        "fim-boot set PROGRAM [ARGS...] | show | clear\n"
+        "  The program run when the image is started without a fim- command (default:\n"
+        "  bash if the image has it, else sh); arguments given then are appended."
+    ),
+    "fim-instance": (
+        "fim-instance list | exec ID PROGRAM [ARGS...]\n"
+        "  List the running instances of this image (ID:PID), or run a program in one."
+    ),
+    "fim-unshare": (
+        "fim-unshare add|del|set <ns,...> | list | clear\n"
+        "  More namespaces for the container: all,user,ipc,pid,net,uts,cgroup\n"
+        "  (user and pid are always private; net is private without the network permission)."
+    ),
+    "fim-version": (
+        "fim-version short|full|deps\n  Version; build information; native tools (JSON)."
     ),
     "fim-help": "fim-help [COMMAND]\n  Print the usage of every command, or of one.",
 }

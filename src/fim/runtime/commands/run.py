@@ -29,5 +29,11 @@ def fim_root(ctx: Context, args: List[str]) -> int:
 
 
 def boot(ctx: Context, args: List[str]) -> int:
-    """No command: the default program (an interactive shell), extra arguments appended."""
-    return _run(ctx, args, as_root=False, shell=True)
+    """No fim- command: the boot command (default: the container's shell), with the
+    arguments appended."""
+    from fim.runtime import settings
+
+    stored = settings.or_default(lambda: settings.read_boot(ctx.image, ctx.header), None, [])
+    if stored is None:
+        return _run(ctx, args, as_root=False, shell=True)
+    return _run(ctx, [stored.program] + stored.args + args, as_root=False)

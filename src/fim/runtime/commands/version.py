@@ -1,0 +1,84 @@
+"""fim-version short|full|deps"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from fim.runtime import VERSION, tools
+from fim.runtime.commands import Context
+from fim.runtime.errors import FimError, trailing
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List
+
+# Tool -> arguments that make it print its version.
+_VERSION_ARGS = {
+    "bwrap": ["--version"], "squashfuse": ["--version"], "mksquashfs": ["-version"],
+    "fuse-overlayfs": ["--version"], "unionfs": ["--version"], "fusermount3": ["--version"],
+    "dwarfs": ["--version"],
+}
+
+
+def _runtime_dir(ctx: Context) -> str:
+    return os.path.join(ctx.dir_global, "app", ctx.header.build_id, "runtime")
+
+
+def build_info(ctx: Context) -> Dict[str, Any]:
+    try:
+        with open(os.path.join(_runtime_dir(ctx), "build.json"), encoding="utf-8") as f:
+            info: Dict[str, Any] = json.load(f)
+    except (OSError, ValueError):
+        info = {}
+    info.update(version=VERSION, build_id=ctx.header.build_id,
+                format_version=ctx.header.version)
+    return info
+
+
+def _tool_version(name: str, path: str, args: List[str]) -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run([path] + args, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    lines = [ln.strip() for ln in (out.stdout + "\n" + out.stderr).splitlines() if ln.strip()]
+    # Tools print library versions too; the tool's own line names it.
+    own = "bubblewrap" if name == "bwrap" else name
+    for line in lines:
+        if line.lower().startswith(own) and any(c.isdigit() for c in line):
+            return line
+    return lines[0] if lines else "unknown"
+
+
+def deps(ctx: Context) -> Dict[str, Any]:
+    runtime = _runtime_dir(ctx)
+    found: Dict[str, Any] = {}
+    for name, args in _VERSION_ARGS.items():
+        embedded = tools.embedded(runtime, name)
+        path = embedded or tools.on_host(name, ctx.environ)
+        if path is None:
+            found[name] = {"found": False}
+            continue
+        found[name] = {"found": True, "path": path,
+                       "copy": "embedded" if embedded else "host",
+                       "version": _tool_version(name, path, args)}
+    return found
+
+
+def main(ctx: Context, args: List[str]) -> int:
+    if not args:
+        raise FimError("Missing op for 'fim-version' (short,full,deps)")
+    op, rest = args[0], args[1:]
+    if rest:
+        raise trailing("fim-version", rest)
+    if op == "short":
+        print(VERSION)
+    elif op == "full":
+        print(json.dumps(build_info(ctx), indent=2))
+    elif op == "deps":
+        print(json.dumps(deps(ctx), indent=2))
+    else:
+        raise FimError(f"Invalid op '{op}' for 'fim-version' (short,full,deps)")
+    return 0
