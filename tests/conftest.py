@@ -89,6 +89,16 @@ def built_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base / "app.flatimage"
 
 
+@pytest.fixture(scope="session")
+def host_tools_image(built_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same root filesystem, carrying only bubblewrap: other tools come from the host."""
+    base = tmp_path_factory.mktemp("host-tools")
+    r = fim("build", "--embed", "bwrap", str(built_image.parent / "rootfs"),
+            str(base / "app.flatimage"))
+    assert r.returncode == 0, r.stderr
+    return base / "app.flatimage"
+
+
 def _ensure_user() -> Optional[pwd.struct_passwd]:
     try:
         return pwd.getpwnam(TEST_USER)

@@ -148,8 +148,11 @@ def test_refused_kernel_overlay_retries_with_unionfs(image: Path, runner: Runner
 
 
 @pytest.mark.parametrize("backend,tool", [("overlayfs", "fuse-overlayfs"), ("unionfs", "unionfs")])
-def test_missing_tool_is_one_clear_line(image: Path, runner: Runner, workdir: Path,
+def test_missing_tool_is_one_clear_line(host_tools_image: Path, runner: Runner, workdir: Path,
                                         backend: str, tool: str) -> None:
+    image = workdir / "app.flatimage"
+    shutil.copy2(host_tools_image, image)
+    os.chown(image, runner.uid, -1)
     # A PATH that has every tool but the backend's (sbin dirs hold none of them).
     bindir = workdir / "bin"
     bindir.mkdir()

@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("rootfs", type=Path)
     build.add_argument("output", type=Path)
     build.add_argument("--name", help="label recorded in the image (default: file name)")
+    build.add_argument("--embed", choices=("all", "bwrap", "none"), default="all",
+                       help="native tools carried in the image: all (default; with their "
+                            "libraries and loader), only bubblewrap, or none (host tools)")
 
     inspect = sub.add_parser("inspect", help="show an image's header, settings and layers")
     inspect.add_argument("image", type=Path)
@@ -106,7 +109,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         elif args.command == "build":
             from fim.builder import image
 
-            image.build(args.rootfs, args.output, args.name)
+            image.build(args.rootfs, args.output, args.name, args.embed)
         elif args.command == "inspect":
             info = describe(str(args.image))
             if args.json:

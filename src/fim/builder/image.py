@@ -47,7 +47,7 @@ def make_layer(source: Path, output: Path, level: int = DEFAULT_LEVEL) -> None:
     tool = shutil.which("mksquashfs") or "/usr/bin/mksquashfs"
     if not os.path.exists(tool):
         raise FimError("'mksquashfs' is required to build layers; install squashfs-tools")
-    argv = squashfs.create_argv(tool, str(source), str(output), level)
+    argv = squashfs.create_argv([tool], str(source), str(output), level)
     if os.getuid() != 0:
         # Files a packager owns without being root are root's inside the image.
         argv.append("-all-root")
@@ -71,11 +71,12 @@ def distribution_label(rootfs: Path) -> str:
     return "unknown"
 
 
-def build(rootfs: Path, output: Path, name: Optional[str] = None) -> Header:
+def build(rootfs: Path, output: Path, name: Optional[str] = None,
+          embed: str = "all") -> Header:
     if not rootfs.is_dir():
         raise FimError(f"Root filesystem '{rootfs}' is not a directory")
     output = output.absolute()
-    entries: List[payload.Entry] = payload.runtime_entries() + bundle.bwrap_entries()
+    entries: List[payload.Entry] = payload.runtime_entries() + bundle.entries(embed)
     label = name or output.name
     build_id = hashlib.sha256(
         payload.pack(entries) + label.encode() + str(time.time_ns()).encode()

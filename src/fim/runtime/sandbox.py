@@ -23,7 +23,7 @@ class Identity:
 
 @dataclass(frozen=True)
 class Sandbox:
-    bwrap: str
+    bwrap: Sequence[str]  # command prefix
     root_args: Sequence[str]  # from the overlay backend: how "/" is made
     identity: Identity
     passwd: str  # host files bound over /etc/passwd and /etc/group
@@ -39,7 +39,7 @@ class Sandbox:
 def argv(box: Sandbox) -> List[str]:
     ident = box.identity
     args = [
-        box.bwrap,
+        *box.bwrap,
         "--die-with-parent",
         "--unshare-user", "--uid", str(ident.uid), "--gid", str(ident.gid),
         "--unshare-pid",

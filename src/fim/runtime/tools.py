@@ -8,7 +8,7 @@ from fim.runtime.errors import FimError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Mapping, Optional
+    from typing import List, Mapping, Optional
 
 # Tools the runtime may run, with the package that provides them on Debian.
 PACKAGES = {
@@ -22,16 +22,27 @@ PACKAGES = {
     "fusermount3": "fuse3",
 }
 
-# Directory of the extracted runtime that holds embedded tools.
+# Directories of the extracted runtime that hold embedded tools, the shared
+# libraries they load, and the dynamic loader that runs them (`ld.so`).
 EMBEDDED_DIR = "tools/bin"
+EMBEDDED_LIB = "tools/lib"
+LOADER = "ld.so"
 
 # Host directories searched after PATH: sbin is often not on a user's PATH.
 _EXTRA = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 
 
-def embedded(runtime_dir: str, name: str) -> Optional[str]:
+def embedded(runtime_dir: str, name: str) -> Optional[List[str]]:
+    """Command prefix of an embedded tool: through the bundled loader and libraries
+    when the image carries them, so the host's libraries play no part."""
     path = os.path.join(runtime_dir, EMBEDDED_DIR, name)
-    return path if os.access(path, os.X_OK) else None
+    if not os.path.isfile(path):
+        return None
+    lib = os.path.join(runtime_dir, EMBEDDED_LIB)
+    loader = os.path.join(lib, LOADER)
+    if os.path.isfile(loader):
+        return [loader, "--library-path", lib, path]
+    return [path]
 
 
 def on_host(name: str, environ: Mapping[str, str]) -> Optional[str]:
@@ -43,12 +54,17 @@ def on_host(name: str, environ: Mapping[str, str]) -> Optional[str]:
     return None
 
 
-def find(runtime_dir: str, name: str, environ: Mapping[str, str]) -> Optional[str]:
-    return embedded(runtime_dir, name) or on_host(name, environ)
+def find(runtime_dir: str, name: str, environ: Mapping[str, str]) -> Optional[List[str]]:
+    """Command prefix for a tool: the image's copy, else the host's."""
+    command = embedded(runtime_dir, name)
+    if command is not None:
+        return command
+    host = on_host(name, environ)
+    return [host] if host is not None else None
 
 
 def require(runtime_dir: str, name: str, environ: Mapping[str, str], why: str,
-            alternatives: str = "") -> str:
+            alternatives: str = "") -> List[str]:
     path = find(runtime_dir, name, environ)
     if path is None:
         package = PACKAGES.get(name, name)

@@ -48,7 +48,9 @@ def running(ctx: Context) -> List[Tuple[int, int]]:
 def _sandbox_of(init: int) -> Optional[int]:
     """The first process inside bubblewrap's namespaces, below the instance's init."""
     for child in _children(init):
-        if os.path.basename(_read(f"/proc/{child}/cmdline").split("\0")[0]) == "bwrap":
+        # bwrap runs directly or through the embedded loader: look at its first words.
+        words = _read(f"/proc/{child}/cmdline").split("\0")[:4]
+        if any(os.path.basename(w) == "bwrap" for w in words):
             inside = _children(child)
             if inside:
                 return inside[0]

@@ -36,11 +36,11 @@ def build_info(ctx: Context) -> Dict[str, Any]:
     return info
 
 
-def _tool_version(name: str, path: str, args: List[str]) -> str:
+def _tool_version(name: str, command: List[str], args: List[str]) -> str:
     import subprocess
 
     try:
-        out = subprocess.run([path] + args, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(command + args, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     lines = [ln.strip() for ln in (out.stdout + "\n" + out.stderr).splitlines() if ln.strip()]
@@ -57,13 +57,14 @@ def deps(ctx: Context) -> Dict[str, Any]:
     found: Dict[str, Any] = {}
     for name, args in _VERSION_ARGS.items():
         embedded = tools.embedded(runtime, name)
-        path = embedded or tools.on_host(name, ctx.environ)
-        if path is None:
+        host = tools.on_host(name, ctx.environ)
+        command = embedded or ([host] if host else None)
+        if command is None:
             found[name] = {"found": False}
             continue
-        found[name] = {"found": True, "path": path,
+        found[name] = {"found": True, "path": command[-1],
                        "copy": "embedded" if embedded else "host",
-                       "version": _tool_version(name, path, args)}
+                       "version": _tool_version(name, command, args)}
     return found
 
 

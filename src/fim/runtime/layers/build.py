@@ -26,7 +26,7 @@ def create(source: str, output: str, level: int, runtime_dir: str,
         (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
         (os.POSIX_SPAWN_DUP2, 1, 2),
     ]
-    pid = os.posix_spawn(tool, argv, dict(environ), file_actions=actions)
+    pid = os.posix_spawn(argv[0], argv, dict(environ), file_actions=actions)
     _, status = os.waitpid(pid, 0)
     if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
         try:

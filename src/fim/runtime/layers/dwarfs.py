@@ -4,7 +4,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List
+    from typing import List, Sequence
 
 
 MAGIC = b"DWARFS"
@@ -12,9 +12,9 @@ TOOL = "dwarfs"
 CREATE_TOOL = "mkdwarfs"
 
 
-def mount_argv(tool: str, path: str, offset: int, mountpoint: str) -> List[str]:
-    return [tool, path, mountpoint, "-o", f"offset={offset}"]
+def mount_argv(tool: Sequence[str], path: str, offset: int, mountpoint: str) -> List[str]:
+    return [*tool, path, mountpoint, "-o", f"offset={offset}"]
 
 
-def create_argv(tool: str, source: str, output: str, level: int) -> List[str]:
-    return [tool, "-i", source, "-o", output, "-l", str(min(level, 9)), "--no-progress"]
+def create_argv(tool: Sequence[str], source: str, output: str, level: int) -> List[str]:
+    return [*tool, "-i", source, "-o", output, "-l", str(min(level, 9)), "--no-progress"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List
+    from typing import List, Sequence
 
 
 MAGIC = b"hsqs"
@@ -12,8 +12,8 @@ TOOL = "squashfuse"
 CREATE_TOOL = "mksquashfs"
 
 
-def mount_argv(tool: str, path: str, offset: int, mountpoint: str) -> List[str]:
-    return [tool, "-o", f"offset={offset}", path, mountpoint]
+def mount_argv(tool: Sequence[str], path: str, offset: int, mountpoint: str) -> List[str]:
+    return [*tool, "-o", f"offset={offset}", path, mountpoint]
 
 
 def zstd_level(level: int) -> int:
@@ -21,9 +21,9 @@ def zstd_level(level: int) -> int:
     return 1 + 2 * level
 
 
-def create_argv(tool: str, source: str, output: str, level: int) -> List[str]:
+def create_argv(tool: Sequence[str], source: str, output: str, level: int) -> List[str]:
     return [
-        tool, source, output,
+        *tool, source, output,
         "-comp", "zstd", "-Xcompression-level", str(zstd_level(level)),
         "-b", "1M", "-noappend", "-quiet", "-no-progress",
     ]

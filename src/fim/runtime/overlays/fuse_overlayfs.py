@@ -9,9 +9,9 @@ if TYPE_CHECKING:
 TOOL = "fuse-overlayfs"
 
 
-def mount_argv(tool: str, lowers_top_first: Sequence[str], upper: str, work: str,
+def mount_argv(tool: Sequence[str], lowers_top_first: Sequence[str], upper: str, work: str,
                mountpoint: str) -> List[str]:
     # No squash_to_uid/gid: the instance's user namespace already maps the
     # caller to the owner of the layers' files (see docs/overlays.md).
     options = f"lowerdir={':'.join(lowers_top_first)},upperdir={upper},workdir={work}"
-    return [tool, "-o", options, mountpoint]
+    return [*tool, "-o", options, mountpoint]

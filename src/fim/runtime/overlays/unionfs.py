@@ -23,11 +23,11 @@ if TYPE_CHECKING:
 TOOL = "unionfs"
 
 
-def mount_argv(tool: str, branches_top_first: Sequence[str], upper: str,
+def mount_argv(tool: Sequence[str], branches_top_first: Sequence[str], upper: str,
                mountpoint: str) -> List[str]:
     branches = [f"{upper}=RW"] + [f"{b}=RO" for b in branches_top_first]
     # hide_meta_files: its .unionfs-fuse bookkeeping never shows in the container.
-    return [tool, "-o", "cow,hide_meta_files", ":".join(branches), mountpoint]
+    return [*tool, "-o", "cow,hide_meta_files", ":".join(branches), mountpoint]
 
 
 def _markers(key: str, layer_dir: str, cache_dir: str) -> Tuple[List[str], List[str]]:
