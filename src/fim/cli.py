@@ -32,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     kinds = rootfs.add_subparsers(dest="kind", required=True, parser_class=_Parser)
     bb = kinds.add_parser("busybox", help="minimal root filesystem from busybox-static")
     bb.add_argument("dir", type=Path)
+    deb = kinds.add_parser("debian", help="Debian root filesystem (mmdebstrap or debootstrap)")
+    deb.add_argument("dir", type=Path)
+    deb.add_argument("--suite", default="bookworm")
+    deb.add_argument("--include", default="", help="comma-separated packages to add")
+    deb.add_argument("--mirror", help="archive URL (default: the host's apt sources)")
 
     build = sub.add_parser("build", help="write an executable image from a root filesystem")
     build.add_argument("rootfs", type=Path)
@@ -105,7 +110,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "rootfs":
             from fim.builder import rootfs
 
-            rootfs.busybox(args.dir)
+            if args.kind == "busybox":
+                rootfs.busybox(args.dir)
+            else:
+                rootfs.debian(args.dir, args.suite, args.include.split(","), args.mirror)
         elif args.command == "build":
             from fim.builder import image
 

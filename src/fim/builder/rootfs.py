@@ -7,6 +7,7 @@ import shutil
 import struct
 import subprocess
 from pathlib import Path
+from typing import List, Optional, Sequence
 
 from fim.runtime.errors import FimError
 
@@ -70,3 +71,82 @@ def busybox(dest: Path) -> None:
     }
     for rel, text in files.items():
         (dest / rel).write_text(text)
+
+
+DEFAULT_MIRRORS = ("http://deb.debian.org/debian", "https://deb.debian.org/debian")
+APT_SANDBOX = (
+    "// A fim container maps one user id: apt cannot drop to _apt there.\n"
+    'APT::Sandbox::User "root";\n'
+)
+
+
+def host_mirror() -> Optional[str]:
+    """The Debian archive the host's apt uses (not its security archive), if any."""
+    candidates: List[str] = []
+    sources = Path("/etc/apt/sources.list.d")
+    files = sorted(sources.glob("*.sources")) if sources.is_dir() else []
+    for path in files:
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("URIs:"):
+                candidates += line.split(":", 1)[1].split()
+    legacy = Path("/etc/apt/sources.list")
+    if legacy.is_file():
+        for line in legacy.read_text(errors="replace").splitlines():
+            words = line.split()
+            if words[:1] == ["deb"]:
+                candidates += [w for w in words[1:] if "://" in w][:1]
+    for uri in candidates:
+        if "security" not in uri and "://" in uri:
+            return uri
+    return None
+
+
+def debian(dest: Path, suite: str = "bookworm", include: Sequence[str] = (),
+           mirror: Optional[str] = None) -> None:
+    """A Debian root filesystem (minbase) from the Debian archive, ready for fim.
+
+    mmdebstrap is preferred, debootstrap is the fallback. Afterwards apt is told
+    not to drop to its `_apt` user, and files owned by other users than root are
+    given to root: a container run by an ordinary user maps only that user (as
+    root), so any other owner would show as `nobody` and be unwritable even for
+    fim-root (apt's own `partial` directories are such files).
+    """
+    if dest.exists() and any(dest.iterdir()):
+        raise FimError(f"Destination '{dest}' exists and is not empty")
+    if mirror is None:
+        found = host_mirror()
+        # mmdebstrap adds the updates and security archives itself only when it
+        # is given no mirror; the default archive needs no mention.
+        if found and found.rstrip("/") not in DEFAULT_MIRRORS:
+            mirror = found
+    includes = [p for p in include if p]
+    mmdebstrap, debootstrap = shutil.which("mmdebstrap"), shutil.which("debootstrap")
+    if mmdebstrap:
+        argv = [mmdebstrap, "--variant=minbase"]
+        if includes:
+            argv.append("--include=" + ",".join(includes))
+        argv += [suite, str(dest)] + ([mirror] if mirror else [])
+    elif debootstrap:
+        if os.getuid() != 0:
+            raise FimError("debootstrap needs root; install mmdebstrap to build as a user")
+        argv = [debootstrap, "--variant=minbase"]
+        if includes:
+            argv.append("--include=" + ",".join(includes))
+        argv += [suite, str(dest)] + ([mirror] if mirror else [])
+    else:
+        raise FimError("mmdebstrap or debootstrap is required; install mmdebstrap")
+    result = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if result.returncode != 0:
+        lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+        raise FimError(f"{os.path.basename(argv[0])} failed: {lines[-1] if lines else ''}")
+    prepare_debian(dest)
+
+
+def prepare_debian(root: Path) -> None:
+    conf = root / "etc/apt/apt.conf.d"
+    conf.mkdir(parents=True, exist_ok=True)
+    (conf / "99fim-sandbox").write_text(APT_SANDBOX)
+    for path in [root] + list(root.rglob("*")):
+        st = path.lstat()
+        if st.st_uid != 0 or st.st_gid != 0:
+            os.lchown(path, 0, 0)
