@@ -25,6 +25,7 @@ COMMANDS = {
     "fim-root": ("run", "fim_root"),
     "fim-overlay": ("overlay", "main"),
     "fim-layer": ("layer", "main"),
+    "fim-casefold": ("casefold", "main"),
     "fim-perms": ("perms", "perms"),
     "fim-unshare": ("perms", "unshare"),
     "fim-bind": ("bind", "main"),

@@ -28,6 +28,11 @@ USAGE = {
         "  PATH (file), then clear them. list: index:offset:size:path in mount order.\n"
         "  FIM_COMPRESSION_LEVEL=0..9 (default 7); FIM_LAYERS=a.layer:dir adds layers."
     ),
+    "fim-casefold": (
+        "fim-casefold on|off\n"
+        "  A case-insensitive, case-preserving root (for Wine/Proton); needs a FUSE\n"
+        "  overlay, so BWRAP falls back to UNIONFS while it is on."
+    ),
     "fim-perms": (
         "fim-perms add|del|set <p1,p2,...> | list | clear\n"
         f"  Permissions: {PERMISSIONS}. Default: none (no network, no home)."
