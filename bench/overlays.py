@@ -90,13 +90,13 @@ def main() -> int:
         env = dict(os.environ)
         subprocess.run(wrap + [str(image), "fim-exec", "true"], check=True, env=env)
         gdir = "/tmp/fim" if os.stat("/tmp/fim").st_uid == uid else f"/tmp/fim-{uid}"
-        bwrap = f"{gdir}/app/{header.read(str(image)).build_id}/runtime/tools/bin/bwrap"
+        cmds = rawtools.commands(f"{gdir}/app/{header.read(str(image)).build_id}/runtime")
         ident = rawtools.identity(uid, gid, user)
         raw: Dict[Tuple[str, str], Path] = {}
         for backend in BACKENDS:
             for name, work in WORKLOADS.items():
                 d = base / f"raw-{backend}-{name}"
-                raw[(backend, name)] = rawtools.script(image, d, backend, bwrap, ident,
+                raw[(backend, name)] = rawtools.script(image, d, backend, cmds, ident,
                                                        ["sh", "-c", work])
         if args.user:
             subprocess.run(["chown", "-R", f"{uid}:{gid}", str(base)], check=True)

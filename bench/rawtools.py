@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import shlex
 from pathlib import Path
-from typing import List
+from typing import Dict, List
 
-from fim.runtime import sandbox
+from fim.runtime import sandbox, tools
 from fim.runtime.image import chain, header
 from fim.runtime.overlays import bwrap as native_overlay
 from fim.runtime.overlays import fuse_overlayfs, unionfs
@@ -34,8 +34,21 @@ def identity(uid: int, gid: int, user: str) -> sandbox.Identity:
     return sandbox.Identity(uid, gid, user, f"/home/{user}", "/bin/sh")
 
 
-def script(image: Path, work: Path, backend: str, bwrap: str, ident: sandbox.Identity,
-           program: List[str], passwd: str = "root:x:0:0:root:/root:/bin/sh\n") -> Path:
+def commands(runtime_dir: str) -> Dict[str, List[str]]:
+    """The exact commands fim uses for each tool: the image's copies (through its
+    loader) where it carries them, else the host's."""
+    found = {}
+    for name in ("bwrap", "squashfuse", "fuse-overlayfs", "unionfs"):
+        command = tools.find(runtime_dir, name, os.environ)
+        if command is None:
+            raise SystemExit(f"{name} not found")
+        found[name] = command
+    return found
+
+
+def script(image: Path, work: Path, backend: str, cmds: Dict[str, List[str]],
+           ident: sandbox.Identity, program: List[str],
+           passwd: str = "root:x:0:0:root:/root:/bin/sh\n") -> Path:
     """Write `work/raw-<backend>.sh` and return it; `work/upper` is its upper dir."""
     mnt, merged = work / "layer0", work / "merged"
     upper, wdir = work / "upper", work / "work"
@@ -45,21 +58,22 @@ def script(image: Path, work: Path, backend: str, bwrap: str, ident: sandbox.Ide
     (work / "group").write_text(sandbox.group_text("root:x:0:\n", ident))
     q = shlex.quote
     steps = [
-        f"squashfuse -o offset={layer0_offset(image)} {q(str(image))} {q(str(mnt))}",
+        shlex.join(cmds["squashfuse"] + ["-o", f"offset={layer0_offset(image)}", str(image),
+                                          str(mnt)]),
         f"mkdir -p {q(str(wdir))}",
     ]
     if backend == "bwrap":
         root_args = native_overlay.bwrap_args([str(mnt)], str(upper), str(wdir))
     else:
         if backend == "overlayfs":
-            argv = fuse_overlayfs.mount_argv("fuse-overlayfs", [str(mnt)], str(upper), str(wdir),
-                                             str(merged))
+            argv = fuse_overlayfs.mount_argv(cmds["fuse-overlayfs"], [str(mnt)], str(upper),
+                                             str(wdir), str(merged))
         else:
-            argv = unionfs.mount_argv("unionfs", [str(mnt)], str(upper), str(merged))
+            argv = unionfs.mount_argv(cmds["unionfs"], [str(mnt)], str(upper), str(merged))
         steps.append(shlex.join(argv) + " 2>/dev/null")
         root_args = ["--bind", str(merged), "/"]
     box = sandbox.Sandbox(
-        bwrap=bwrap, root_args=root_args, identity=ident, passwd=str(work / "passwd"),
+        bwrap=cmds["bwrap"], root_args=root_args, identity=ident, passwd=str(work / "passwd"),
         group=str(work / "group"), chdir=ident.home, status_fd=3, program=program,
     )
     inner = " && ".join(steps) + f" && {shlex.join(sandbox.argv(box))} 3>/dev/null; s=$?;"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -37,9 +36,10 @@ def timed(argv: List[str]) -> float:
     return time.perf_counter() - start
 
 
-def floor_script(image: Path, work: Path, bwrap: str, uid: int, gid: int, user: str) -> Path:
-    return rawtools.script(image, work, "bwrap", bwrap, rawtools.identity(uid, gid, user),
-                           ["true"])
+def floor_script(image: Path, work: Path, runtime_dir: str, uid: int, gid: int,
+                 user: str) -> Path:
+    return rawtools.script(image, work, "bwrap", rawtools.commands(runtime_dir),
+                           rawtools.identity(uid, gid, user), ["true"])
 
 
 def main() -> int:
@@ -68,11 +68,8 @@ def main() -> int:
         subprocess.run(wrap + [str(image), "fim-exec", "true"], check=True)
         gdir = "/tmp/fim" if os.stat("/tmp/fim").st_uid == uid else f"/tmp/fim-{uid}"
         build_id = header.read(str(image)).build_id
-        bwrap = f"{gdir}/app/{build_id}/runtime/tools/bin/bwrap"
-        if not os.path.exists(bwrap):
-            bwrap = shutil.which("bwrap") or "bwrap"
         work = base / "floor"
-        script = floor_script(image, work, bwrap, uid, gid, user)
+        script = floor_script(image, work, f"{gdir}/app/{build_id}/runtime", uid, gid, user)
         if args.user:
             subprocess.run(["chown", "-R", args.user, str(work)], check=True)
         python = [sys.executable if not os.path.exists("/usr/bin/python3") else
