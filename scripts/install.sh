@@ -5,7 +5,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-PACKAGES="python3 python3-venv squashfs-tools squashfuse fuse3 fuse-overlayfs unionfs-fuse busybox-static util-linux"
+PACKAGES="python3 python3-venv squashfs-tools squashfuse fuse3 fuse-overlayfs unionfs-fuse busybox-static util-linux mmdebstrap zstd"
 
 missing=""
 for p in $PACKAGES; do
