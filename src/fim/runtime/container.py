@@ -212,6 +212,26 @@ def _mount_fuse_overlay(cfg: Config, backend: str, layer_dirs: Sequence[str],
     return paths.dir_mount
 
 
+def _mount_casefold(cfg: Config, merged: str, mounted: List[str]) -> str:
+    """The case-insensitive view of the merged root, served by a daemon of this
+    instance (a fork of the init: no second interpreter start)."""
+    point = os.path.join(cfg.paths.dir_data, "casefold")
+    os.makedirs(point, exist_ok=True)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            from fim.runtime.casefold import server
+
+            code = server.main([merged, point])
+        finally:
+            os._exit(code)
+    if _wait(pid) != 0:
+        raise FimError("Could not mount the case-insensitive view", 1)
+    mounted.append(point)
+    return point
+
+
 def _cache_key(layer: Layer) -> str:
     """Names a layer by its content: copies of one image share a runtime directory, and a
     layer at the same place in two of them may differ. The SquashFS superblock (times,
@@ -245,6 +265,8 @@ def _attempt(cfg: Config, backend: str, layer_dirs: Sequence[str], mounted: List
             branches = [paths.dir_upper] + list(layer_dirs)
         else:
             merged = _mount_fuse_overlay(cfg, backend, layer_dirs, mounted, env)
+            if cfg.casefold:
+                merged = _mount_casefold(cfg, merged, mounted)
             root_args = ["--bind", merged, "/"]
             branches = [merged]
         granted = permissions.grant(cfg.permissions, env, cfg.uid)
