@@ -174,6 +174,32 @@ def changes_behind_the_mount_are_seen(s: Path, m: Path) -> None:
     assert (d / "SECOND").read_text() == "3"
     os.unlink(s / "behind/second")
     raises(errno.ENOENT, lambda: os.stat(d / "SECOND"))
+    (d / "cached").write_text("x")
+    os.stat(d / "cached")  # the kernel now holds this name and its attributes for 1 s
+    os.unlink(s / "behind/cached")
+    (d / "cached").write_text("again")  # created anew, not ENOENT from the old entry
+    assert (s / "behind/cached").read_text() == "again"
+
+
+@check
+def changes_through_another_spelling(s: Path, m: Path) -> None:
+    d = m / "spelling"
+    d.mkdir()
+    (d / "data").write_text("old")
+    assert (d / "data").read_text() == "old"  # the exact name's entry and attributes cached
+    (d / "DATA").write_text("newer")
+    assert os.stat(d / "data").st_size == 5 and (d / "data").read_text() == "newer"
+    os.rename(d / "DATA", d / "other")
+    raises(errno.ENOENT, lambda: os.stat(d / "data"))
+    assert (d / "other").read_text() == "newer"
+    os.unlink(d / "OTHER")
+    raises(errno.ENOENT, lambda: os.stat(d / "other"))
+    (d / "other").write_text("back")
+    assert names(s / "spelling") == ["other"]
+    os.mkdir(d / "Dir")
+    os.stat(d / "Dir")
+    os.rmdir(d / "DIR")
+    raises(errno.ENOENT, lambda: os.stat(d / "Dir"))
 
 
 @check
@@ -474,7 +500,7 @@ def test_wire_structures_have_the_kernels_sizes() -> None:
         "FSYNC_IN": 16, "STATFS_OUT": 80, "SETXATTR_IN": 8, "GETXATTR_IN": 8,
         "FALLOCATE_IN": 32, "LSEEK_IN": 24, "LSEEK_OUT": 8, "DIRENT": 24,
         "FORGET_ONE": 16, "BATCH_FORGET_IN": 8, "NOTIFY_INVAL_INODE_OUT": 24,
-        "NOTIFY_INVAL_ENTRY_OUT": 16, "BACKING_MAP": 16,
+        "BACKING_MAP": 16,
     }
     assert {name: getattr(P, name).size for name in sizes} == sizes
     assert len(P.dirent(1, 1, b"abc", 8)) == 32 and len(P.dirent(1, 1, b"x" * 8, 8)) == 32

@@ -6,16 +6,21 @@ never followed: lstat, O_NOFOLLOW, AT_SYMLINK_NOFOLLOW, l*xattr.
 
 Handlers take (worker, unique, nodeid, request length) and return the reply's payload,
 or None when the request takes no reply (or they answered themselves); an OSError
-becomes an error reply. Notifications to send once the reply is out go to
-`worker.after`.
+becomes an error reply.
+
+No notification ever waits on a lock: FUSE_NOTIFY_INVAL_ENTRY takes the directory's
+lock, which callers hold while they wait for a serving thread, so every thread could end
+up waiting there. Entries the kernel keeps for a name that went away through another
+spelling are handled instead by their node: it loses that path, answers ESTALE, and the
+kernel looks the name up again (LOOKUP_REVAL).
 """
 
 from __future__ import annotations
 
+import _thread
 import fcntl
 import os
 import sys
-import threading
 from bisect import insort
 from errno import EEXIST, EISDIR, ENOENT, EOPNOTSUPP, EPROTO, ERANGE, ESTALE
 
@@ -49,6 +54,10 @@ BUFFER = MAX_IO + 4096  # one request: headers plus the largest write
 MAX_PATHS = 8  # names remembered per node (hard links)
 MAX_DIRS = 4096  # directories whose folded names are cached
 B = P.IN_SIZE  # where a request's body starts
+# Requests about a node's own path: ENOENT there means the node went away behind our
+# back, and ESTALE makes the kernel look its name up again instead of failing.
+NODE_OPS = (P.GETATTR, P.SETATTR, P.READLINK, P.OPEN, P.OPENDIR, P.ACCESS, P.SETXATTR,
+            P.GETXATTR, P.LISTXATTR, P.REMOVEXATTR)
 
 # Kept from the caller's flags on OPEN/CREATE: O_DIRECT would need aligned buffers.
 OPEN_STRIP = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_DIRECT
@@ -131,17 +140,15 @@ class Node:
 
 
 class Worker:
-    """One serving thread's buffers: the request read from /dev/fuse, the reply of a READ,
-    and the notifications to send after the current reply."""
+    """One serving thread's buffers: the request read from /dev/fuse, the reply of a READ."""
 
-    __slots__ = ("buf", "mv", "obuf", "omv", "after")
+    __slots__ = ("buf", "mv", "obuf", "omv")
 
     def __init__(self) -> None:
         self.buf = bytearray(BUFFER)
         self.mv = memoryview(self.buf)
         self.obuf = bytearray(P.OUT_HEADER.size + MAX_IO)
         self.omv = memoryview(self.obuf)
-        self.after: List[bytes] = []
 
 
 class CaseFold:
@@ -160,8 +167,8 @@ class CaseFold:
         self.aliases: Dict[Tuple[int, int], List[int]] = {}  # (dev, ino) -> other spellings
         self.next_id = 2
         self.gen = 0  # bumped by every unlink and rename, under the lock
-        self.lock = threading.Lock()  # node table and changes of the namespace
-        self.cache_lock = threading.Lock()
+        self.lock = _thread.allocate_lock()  # node table and changes of the namespace
+        self.cache_lock = _thread.allocate_lock()
         self.dirs: Dict[str, Tuple[Tuple[int, int, int, int], Table]] = {}
         self.listings: Dict[int, Optional[List[bytes]]] = {}  # directory fh -> dirents
         self.calls: Dict[str, Callable[..., int]] = {}
@@ -215,7 +222,10 @@ class CaseFold:
 
     def table(self, parent: str) -> Table:
         """{folded name: real names} of the directory `parent`, rebuilt when it changed."""
-        key = dir_key(self.lstat(parent))
+        try:
+            key = dir_key(self.lstat(parent))
+        except FileNotFoundError:
+            raise fail(ESTALE) from None  # the directory went away behind our back
         cached = self.dirs.get(parent)
         if cached is not None and cached[0] == key:
             return cached[1]
@@ -639,8 +649,6 @@ class CaseFold:
             self.gen += 1
             self.cache_after(parent, table, remove=real)
             self.unlinked(path, st)
-        if real != name:  # the kernel may hold the exact name's dentry: now stale
-            w.after.append(P.inval_entry(nodeid, os.fsencode(real)))
         self.touched_file(st.st_dev, st.st_ino)
         return b""
 
@@ -656,7 +664,6 @@ class CaseFold:
              n: int) -> bytes:
         oldname, start = name_at(w.buf, start, n)
         newname = name_at(w.buf, start, n)[0]
-        stale: List[Tuple[int, str]] = []
         with self.lock:
             old_parent = self.path(olddir)
             new_parent = self.path(newdir)
@@ -681,12 +688,6 @@ class CaseFold:
                     raise fail(EEXIST)
                 self.replace(old_parent, old_real, old_path, old_st, new_parent, newname,
                              target, flags, self.kernel_node(old_st, oldname, old_real))
-                if target is not None and target[0] != newname:
-                    stale.append((newdir, target[0]))
-        if old_real != oldname:
-            stale.append((olddir, old_real))
-        for parent, name in stale:
-            w.after.append(P.inval_entry(parent, os.fsencode(name)))
         self.touched_file(old_st.st_dev, old_st.st_ino)
         return b""
 
@@ -756,8 +757,10 @@ class CaseFold:
                 if node.backing:
                     node.opens += 1
                     self.backed[fd] = node
-                    return P.OPEN_OUT.pack(fd, P.FOPEN_PASSTHROUGH, node.backing)
-        return P.OPEN_OUT.pack(fd, P.FOPEN_KEEP_CACHE if node.exact else 0, 0)
+                    return P.OPEN_OUT.pack(fd, P.FOPEN_PASSTHROUGH | P.FOPEN_NOFLUSH,
+                                           node.backing)
+        keep = P.FOPEN_KEEP_CACHE if node.exact else 0
+        return P.OPEN_OUT.pack(fd, keep | P.FOPEN_NOFLUSH, 0)
 
     def create(self, w: Worker, unique: int, nodeid: int, n: int) -> Optional[bytes]:
         flags, mode, _, _ = P.CREATE_IN.unpack_from(w.buf, B)

@@ -71,6 +71,7 @@ PASSTHROUGH2 = 1 << (37 - 32)
 
 # fuse_open_out.open_flags
 FOPEN_KEEP_CACHE = 1 << 1
+FOPEN_NOFLUSH = 1 << 5  # no FLUSH request on close (7.35): nothing to flush here
 FOPEN_PASSTHROUGH = 1 << 7  # reads, writes and mmap go to a backing file in the kernel
 
 # ioctls on /dev/fuse (FUSE_DEV_IOC_MAGIC 229): register a backing file (needs
@@ -103,7 +104,6 @@ RENAME_EXCHANGE = 1 << 1
 
 # enum fuse_notify_code
 NOTIFY_INVAL_INODE = 2
-NOTIFY_INVAL_ENTRY = 3
 
 # Headers.
 IN_HEADER = struct.Struct("=IIQQIIIHH")  # len opcode unique nodeid uid gid pid extlen pad
@@ -158,7 +158,6 @@ LSEEK_OUT = struct.Struct("=Q")  # offset
 DIRENT = struct.Struct("=QQII")  # ino off namelen type, then the name padded to 8
 TIMESPECS = struct.Struct("=qqqq")  # struct timespec[2], for utimensat(2)
 NOTIFY_INVAL_INODE_OUT = struct.Struct("=Qqq")  # nodeid offset length
-NOTIFY_INVAL_ENTRY_OUT = struct.Struct("=QII")  # parent namelen flags
 
 NS = 1_000_000_000
 
@@ -197,16 +196,10 @@ def error(unique: int, errno: int) -> bytes:
 
 
 def inval_inode(nodeid: int, offset: int) -> bytes:
-    """Drop the kernel's attributes of `nodeid` and, from `offset` unless negative, its pages."""
+    """Drop the kernel's attributes of `nodeid` and, from `offset` unless negative, its pages
+    (attributes only: no lock taken, safe to send while answering a request)."""
     body = NOTIFY_INVAL_INODE_OUT.pack(nodeid, offset, 0)
     return OUT_HEADER.pack(OUT_HEADER.size + len(body), NOTIFY_INVAL_INODE, 0) + body
-
-
-def inval_entry(parent: int, name: bytes) -> bytes:
-    """Drop the kernel's dentry `name` under `parent` (sent after the reply: it takes the
-    parent's lock, which the request being answered may hold)."""
-    body = NOTIFY_INVAL_ENTRY_OUT.pack(parent, len(name), 0) + name + b"\0"
-    return OUT_HEADER.pack(OUT_HEADER.size + len(body), NOTIFY_INVAL_ENTRY, 0) + body
 
 
 def dirent(ino: int, offset: int, name: bytes, kind: int) -> bytes:

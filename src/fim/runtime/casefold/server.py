@@ -10,12 +10,12 @@ read gives ENODEV and the server exits.
 
 from __future__ import annotations
 
+import _thread
 import os
-import threading
-from errno import EAGAIN, EINTR, EIO, ENOENT, ENOSYS
+from errno import EAGAIN, EINTR, EIO, ENOENT, ENOSYS, ESTALE
 
 from fim.runtime.casefold import protocol as P
-from fim.runtime.casefold.fs import CaseFold, Worker
+from fim.runtime.casefold.fs import NODE_OPS, CaseFold, Worker
 from fim.runtime.errors import EXIT_USAGE, error
 from fim.runtime.namespaces import MS_NODEV, MS_NOSUID, detach, mount
 
@@ -30,9 +30,9 @@ def serve_requests(fs: CaseFold, w: Worker, until_init: bool = False) -> bool:
     """Answer requests until the mount goes away (False), or after INIT (True)."""
     dev = fs.dev
     table = fs.handlers()
+    node_ops = [op in NODE_OPS for op in range(P.OPCODES)]
     buf = w.buf
     bufs = [buf]
-    after = w.after
     readv = os.readv
     write = os.write
     head = P.IN_HEAD.unpack_from
@@ -55,6 +55,8 @@ def serve_requests(fs: CaseFold, w: Worker, until_init: bool = False) -> bool:
                 out = handler(w, unique, nodeid, n)
             except OSError as e:
                 err = e.errno or EIO
+                if err == ENOENT and node_ops[op]:
+                    err = ESTALE
             except Exception:
                 err = EIO
         try:
@@ -64,13 +66,6 @@ def serve_requests(fs: CaseFold, w: Worker, until_init: bool = False) -> bool:
                 write(dev, pack(16 + len(out), 0, unique) + out)
         except OSError:
             pass  # the request was interrupted or the mount is gone
-        if after:
-            for message in after:
-                try:
-                    write(dev, message)
-                except OSError:
-                    pass  # ENOENT: the kernel holds no such name any more
-            after.clear()
         if until_init and op == P.INIT and not err:
             return True
 
@@ -104,14 +99,24 @@ def serve(source_fd: int, dev: int, source: str, ready: int) -> int:
         return 1
     os.write(ready, b"1")
     os.close(ready)
-    threads = [threading.Thread(target=serve_requests, args=(fs, Worker()), daemon=True)
-               for _ in range(THREADS - 1)]
-    for thread in threads:
-        thread.start()
+    # _thread, not threading: the latter imports collections and functools at start-up.
+    running = []
+    for _ in range(THREADS - 1):
+        lock = _thread.allocate_lock()
+        lock.acquire()
+        _thread.start_new_thread(serve_thread, (fs, lock))
+        running.append(lock)
     serve_requests(fs, Worker())
-    for thread in threads:
-        thread.join()
+    for lock in running:
+        lock.acquire()  # released as the thread ends
     return 0
+
+
+def serve_thread(fs: CaseFold, lock: _thread.LockType) -> None:
+    try:
+        serve_requests(fs, Worker())
+    finally:
+        lock.release()
 
 
 def main(argv: List[str]) -> int:
