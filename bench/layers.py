@@ -72,7 +72,11 @@ def _sizes(rng: random.Random, files: int, total: int) -> List[int]:
 def generate(root: str, files: int, total: int, seed: int) -> None:
     rng = random.Random(seed)
     words = _words(rng, 3000)
-    pool = [_text_chunk(rng, words, rng.randint(512, 8192)) for _ in range(600)]
+    # Chunks come in families (like the files of one package); each directory mostly
+    # draws from two families, so that redundancy is partly local, partly tree-wide.
+    families, per_family = 100, 6
+    pool = [_text_chunk(rng, words, rng.randint(512, 8192))
+            for _ in range(families * per_family)]
     sizes = _sizes(rng, files, total)
     per_dir = 50
     written: List[Tuple[str, str]] = []  # (path, ext) of files that may be duplicated
@@ -81,6 +85,7 @@ def generate(root: str, files: int, total: int, seed: int) -> None:
                                  f"s{(i // per_dir) % 20:02d}")
         if i % per_dir == 0:
             os.makedirs(directory, exist_ok=True)
+            local = rng.sample(range(families), 2)
         kind = rng.random()
         stem = f"{rng.choice(words).strip('(){}:,#=/->') or 'f'}_{i}"
         if kind < 0.05 and written:
@@ -89,21 +94,21 @@ def generate(root: str, files: int, total: int, seed: int) -> None:
             continue
         if kind < 0.60:
             ext, p_text = rng.choice(TEXT_EXTS), 0.97
-        elif kind < 0.90:
-            ext, p_text = rng.choice(BINARY_EXTS), 0.5
-        else:
+        elif kind < 0.92:
+            ext, p_text = rng.choice(BINARY_EXTS), 0.7
+        else:  # already compressed data
             ext, p_text = rng.choice(RANDOM_EXTS), 0.0
         parts: List[bytes] = []
         length = 0
         while length < size:
             if rng.random() < p_text:
-                # Skewed choice: some chunks are much more common than others.
-                chunk = pool[min(rng.randrange(len(pool)), rng.randrange(len(pool)))]
+                family = rng.choice(local) if rng.random() < 0.8 else rng.randrange(families)
+                chunk = pool[family * per_family + rng.randrange(per_family)]
                 if rng.random() < 0.3:
                     cut = rng.randrange(len(chunk))
                     chunk = chunk[:cut] + rng.choice(words).encode() + chunk[cut:]
             else:
-                chunk = rng.randbytes(rng.randint(256, 16384))
+                chunk = rng.randbytes(rng.randint(64, 4096))
             parts.append(chunk)
             length += len(chunk)
         path = os.path.join(directory, f"{stem}.{ext}")
@@ -291,10 +296,13 @@ def main() -> int:
                   file=sys.stderr, flush=True)
         count, input_bytes = tree_stats(source)
         warm(source)
+        load = os.getloadavg()
         results = [measure(source, work, lv, args.repeat) for lv in levels]
         tar = (0, 0.0) if args.no_tar else tar_zstd(source)
         kind = "given" if args.tree else f"generated (seed {args.seed})"
-        print(f"Tree: {kind}, {count} files, {mb(input_bytes)} MB in regular files.")
+        print(f"Tree: {kind}, {count} files, {mb(input_bytes)} MB in regular files. "
+              f"Load average at start {load[0]:.2f}, at end {os.getloadavg()[0]:.2f} "
+              f"({os.cpu_count()} CPUs).")
         print(report(results, tar, input_bytes, args.repeat))
     finally:
         if args.keep:
