@@ -180,3 +180,15 @@ def test_switch_refused_while_another_backend_runs(image: Path, runner: Runner) 
     finally:
         first.wait(timeout=30)
     assert run_in(runner, image, "unionfs", "echo ok").stdout == "ok\n"
+
+
+def test_data_dir_made_as_root_keeps_its_meaning_for_a_user(
+        image: Path, runner: Runner, unprivileged: Runner) -> None:
+    """fuse-overlayfs as root marks opaque directories with trusted.* xattrs, which a
+    user's overlay cannot read: the conversion gives them the one meaning."""
+    if runner.user is not None or os.getuid() != 0 or unprivileged.user is None:
+        pytest.skip("needs root and the unprivileged test user")
+    assert run_in(runner, image, "overlayfs", MUTATE).returncode == 0
+    subprocess.run(["chown", "-R", str(unprivileged.uid), str(image.parent)], check=True)
+    for reader in BACKENDS:
+        assert listing(run_in(unprivileged, image, reader, READ)) == EXPECTED, reader
