@@ -19,13 +19,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Dict, List, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from overlays import make_tree  # noqa: E402
+from rawtools import timed  # noqa: E402
 
 WORKLOADS = {
     "touch": "i=0; while [ $i -lt 1000 ]; do touch /var/tmp/test-$i; i=$((i+1)); done",
@@ -34,11 +34,6 @@ WORKLOADS = {
 }
 BACKENDS = ["unionfs", "overlayfs"]
 
-
-def timed(argv: List[str], env: Dict[str, str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
 
 
 def main() -> int:

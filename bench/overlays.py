@@ -20,13 +20,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Dict, List, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import rawtools  # noqa: E402
+from rawtools import timed  # noqa: E402
 
 from fim.runtime.image import header  # noqa: E402
 
@@ -58,11 +58,6 @@ def make_tree(rootfs: Path, seed: int = 7) -> None:
             start = rng.randrange(len(text) - size)
             (sub / f"f{i:03}").write_bytes(text[start:start + size])
 
-
-def timed(argv: List[str], env: Dict[str, str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
 
 
 def main() -> int:

@@ -18,17 +18,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Dict, List
 
-from fim.runtime.image import header
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from rawtools import timed  # noqa: E402
 
-def timed(argv: List[str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+from fim.runtime.image import header  # noqa: E402
 
 
 def runtime_dir(image: Path) -> Path:

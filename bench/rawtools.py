@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import os
 import shlex
+import subprocess
+import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from fim.runtime import sandbox, tools
 from fim.runtime.image import chain, header
 from fim.runtime.overlays import bwrap as native_overlay
 from fim.runtime.overlays import fuse_overlayfs, unionfs
+
+
+def timed(argv: List[str], env: Optional[Dict[str, str]] = None) -> float:
+    """Wall seconds of one run of `argv` (stdout discarded; failure raises)."""
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
 
 
 def layer0_offset(image: Path) -> int:

@@ -19,21 +19,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import List
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import rawtools  # noqa: E402
+from rawtools import timed  # noqa: E402
 
 from fim.runtime.image import header  # noqa: E402
-
-
-def timed(argv: List[str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
 
 
 def floor_script(image: Path, work: Path, runtime_dir: str, uid: int, gid: int,

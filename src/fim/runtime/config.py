@@ -40,9 +40,8 @@ class Config:
     problems: Tuple[str, ...]  # damaged settings that fell back to their defaults
 
 
-def stored_flags(fd: int, header: Header) -> Tuple[int, bool]:
-    """Overlay byte and casefold flag, read in one small read."""
-    head = read_span(fd, header, 0, 11)
+def stored_flags(head: bytes) -> Tuple[int, bool]:
+    """Overlay byte and casefold flag from the first 11 bytes of the reserved space."""
     return head[REGIONS["overlay"].offset], head[REGIONS["casefold"].offset] != 0
 
 
@@ -69,7 +68,7 @@ def resolve(image: str, header: Header, dir_global: str,
         raise FimError(f"Cannot read image '{image}': {e.strerror}") from None
     try:
         head = read_span(fd, header, 0, 11)
-        overlay_byte, casefold = stored_flags(fd, header)
+        overlay_byte, casefold = stored_flags(head)
         unshare = int.from_bytes(
             read_span(fd, header, REGIONS["unshare"].offset, REGIONS["unshare"].size), "little")
         layers, torn = layer_list(fd, header, paths, environ)

@@ -104,7 +104,7 @@ def _json(image: str, header: Header, region: str) -> Any:
     try:
         return json.loads(text)
     except ValueError:
-        raise FimError(f"The '{region}' setting of the image is corrupted") from None
+        raise _corrupt(region) from None
 
 
 def _write_json(image: str, header: Header, region: str, value: Any) -> None:

@@ -957,9 +957,5 @@ class CaseFold:
         return b""
 
     def fsyncdir(self, w: Worker, unique: int, nodeid: int, n: int) -> Optional[bytes]:
-        fh, flags, _ = P.FSYNC_IN.unpack_from(w.buf, B)
-        if flags & P.FSYNC_FDATASYNC:
-            os.fdatasync(fh)
-        else:
-            os.fsync(fh)
-        return b""
+        # Same request layout; the handle is the directory's descriptor.
+        return self.fsync(w, unique, nodeid, n)
