@@ -138,9 +138,9 @@ def renaming_onto_a_name_folding_alike(s: Path, m: Path) -> None:
 
 
 def _rename_noreplace(old: Path, new: Path) -> None:
-    from fim.runtime.namespaces import _libc
+    from fim.runtime import libc
 
-    _libc("renameat2")(-100, os.fsencode(old), -100, os.fsencode(new), 1)
+    libc.function("renameat2")(-100, os.fsencode(old), -100, os.fsencode(new), 1)
 
 
 @check

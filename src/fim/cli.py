@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, NoReturn, Optional
@@ -12,8 +11,8 @@ from typing import Any, Dict, List, NoReturn, Optional
 from fim import __version__
 from fim.runtime import overlays
 from fim.runtime.errors import EXIT_USAGE, FimError, error
-from fim.runtime.image import chain, header
-from fim.runtime.image.reserved import REGIONS, read_span
+from fim.runtime.image import settings
+from fim.runtime.image.file import open_image
 from fim.runtime.layers import detect
 
 
@@ -54,14 +53,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def describe(path: str) -> Dict[str, Any]:
     """Everything `fim inspect` reports about an image."""
-    head = header.read(path)
-    fd = os.open(path, os.O_RDONLY)
+    image = open_image(path)
     try:
-        flags = read_span(fd, head, 0, 11)
-        scanned = chain.scan(fd, head)
+        head = image.header
+        problems: List[str] = []
+        permissions = image.read_or(settings.PERMISSIONS, problems)
+        overlay = overlays.from_byte(image.read_or(settings.OVERLAY, problems))
+        casefold = image.read_or(settings.CASEFOLD, problems) != 0
+        scanned = image.chain()
     finally:
-        os.close(fd)
-    overlay = overlays.from_byte(flags[REGIONS["overlay"].offset])
+        image.close()
     return {
         "header": {
             "version": head.version,
@@ -72,9 +73,9 @@ def describe(path: str) -> Dict[str, Any]:
             "chain_offset": head.chain_offset,
         },
         "reserved": {
-            "permissions": int.from_bytes(flags[0:8], "little"),
-            "overlay": overlay or "unset (BWRAP)",
-            "casefold": flags[REGIONS["casefold"].offset] != 0,
+            "permissions": permissions,
+            "overlay": overlay.name if overlay else "unset (BWRAP)",
+            "casefold": casefold,
         },
         "layers": [
             {"index": e.index, "offset": e.offset, "size": e.size,

@@ -28,18 +28,10 @@ def pack(entries: Iterable[Entry]) -> bytes:
 
 
 def unpack(blob: bytes) -> List[Entry]:
-    if blob[:8] != MAGIC:
-        raise ValueError("not a runtime payload")
-    entries: List[Entry] = []
-    pos = 8
-    while pos < len(blob):
-        plen, mode, clen = struct.unpack_from("<HII", blob, pos)
-        pos += 10
-        name = blob[pos:pos + plen].decode("utf-8")
-        pos += plen
-        entries.append((name, mode, zlib.decompress(blob[pos:pos + clen])))
-        pos += clen
-    return entries
+    """The entries of a payload, read by the image's own bootstrap code."""
+    from fim.runtime.bootstrap import records
+
+    return list(records(blob))
 
 
 def runtime_entries() -> List[Entry]:

@@ -1,7 +1,8 @@
 # The first Python code an image runs: the launcher passes the text of this file to
-# `python3 -I -S -c`, so it may not contain a single quote, and it runs before
-# the runtime exists on disk. It finds the per-user global directory, extracts
-# the runtime payload once per build id, and hands over to fim.runtime.main.
+# `python3 -I -S -c` (where __name__ is "__main__"), so it may not contain a single
+# quote, and it runs before the runtime exists on disk. It finds the per-user
+# global directory, extracts the runtime payload once per build id, and hands
+# over to fim.runtime.main.
 import os
 import sys
 
@@ -32,26 +33,36 @@ def global_dir():
     fail("No usable runtime directory: /tmp/fim-%d belongs to someone else" % uid)
 
 
-def extract(image, header, dest):
+# (path, mode, data) of each file of a runtime payload, in order; struct.error,
+# zlib.error or UnicodeDecodeError when it is damaged. The builder reads payloads
+# with this same function.
+def records(payload):
+    import struct
+    import zlib
+
+    if payload[:8] != PAYLOAD_MAGIC:
+        raise ValueError("not a runtime payload")
+    pos = 8
+    while pos < len(payload):
+        plen, mode, clen = struct.unpack_from("<HII", payload, pos)
+        pos += 10
+        name = payload[pos:pos + plen].decode("utf-8")
+        pos += plen
+        yield name, mode, zlib.decompress(payload[pos:pos + clen])
+        pos += clen
+
+
+def extract(image, fd, header, dest):
     import struct
     import zlib
 
     poff, psize = struct.unpack_from("<QQ", header, 48)
-    with open(image, "rb") as f:
-        f.seek(poff)
-        payload = f.read(psize)
+    payload = os.pread(fd, psize, poff)
     if len(payload) != psize or payload[:8] != PAYLOAD_MAGIC:
         fail("%s is truncated or damaged (runtime payload incomplete)" % image)
     tmp = "%s.%d" % (dest, os.getpid())
-    pos = 8
     try:
-        while pos < psize:
-            plen, mode, clen = struct.unpack_from("<HII", payload, pos)
-            pos += 10
-            name = payload[pos:pos + plen].decode("utf-8")
-            pos += plen
-            data = zlib.decompress(payload[pos:pos + clen])
-            pos += clen
+        for name, mode, data in records(payload):
             path = os.path.join(tmp, name)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "wb") as out:
@@ -73,9 +84,9 @@ def boot():
         fail("Python 3.9 or newer is required (found %d.%d)" % sys.version_info[:2])
     image = os.path.realpath(sys.argv[1])
     try:
-        with open(image, "rb") as f:
-            f.seek(HEADER_OFFSET)
-            header = f.read(4096)
+        # Opened once: the runtime reads the settings and the layer chain through it.
+        fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
+        header = os.pread(fd, 4096, HEADER_OFFSET)
     except OSError as e:
         fail("Cannot read %s: %s" % (image, e.strerror))
     if header[:8] != MAGIC:
@@ -89,11 +100,11 @@ def boot():
     runtime = app + "/runtime"
     if not os.path.isdir(runtime):
         os.makedirs(app, exist_ok=True)
-        extract(image, header, runtime)
+        extract(image, fd, header, runtime)
     sys.path.insert(0, runtime)
     from fim.runtime.main import main
 
-    code = main(image, sys.argv[2:], gdir, header)
+    code = main(image, sys.argv[2:], gdir, header, fd)
     # Skip the interpreter teardown: milliseconds on every run, nothing to save.
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -103,4 +114,5 @@ def boot():
     os._exit(code)
 
 
-boot()
+if __name__ == "__main__":
+    boot()

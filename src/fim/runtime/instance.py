@@ -1,10 +1,8 @@
-"""Directories of an image and of one running instance, and their life cycle.
+"""One running instance: its records, its directories' life cycle, finding and joining it.
 
-Host side, next to the image: `.{NAME}.data/` with `data/` (overlay upper),
-`work/{PID}/` (overlay work dir of one instance), `layers/` (managed layers),
-`casefold/`, `tmp/`. Runtime side: `{global}/app/{BUILD_ID}/runtime/`
-(extracted runtime and tools) and `instance/{PID}/` with `layers/{N}/`,
-`mount/` and `logs/`.
+An instance is its launcher process (the pid in its directories' names) and the
+init it forked into new namespaces. `instance/{PID}/image` and `init` record
+which image it runs and where its init is, for `fim-instance`.
 """
 
 from __future__ import annotations
@@ -12,83 +10,42 @@ from __future__ import annotations
 import os
 import stat
 
-from fim.runtime.record import dataclass
+from fim.runtime import namespaces, process
+from fim.runtime.errors import EXIT_NOT_FOUND, FimError
+from fim.runtime.files import remove_tree
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Optional, Tuple
+
+    from fim.runtime.paths import Paths
 
 
-@dataclass(frozen=True)
-class Paths:
-    image: str
-    dir_self: str
-    dir_global: str
-    dir_app: str
-    dir_runtime: str
-    dir_data: str
-    dir_upper: str
-    dir_work_root: str
-    dir_layers: str
-    dir_instance_root: str
-    pid: int
-
-    @property
-    def dir_instance(self) -> str:
-        return os.path.join(self.dir_instance_root, str(self.pid))
-
-    @property
-    def dir_work(self) -> str:
-        return os.path.join(self.dir_work_root, str(self.pid))
-
-    @property
-    def dir_mount(self) -> str:
-        return os.path.join(self.dir_instance, "mount")
-
-    @property
-    def dir_logs(self) -> str:
-        return os.path.join(self.dir_instance, "logs")
-
-    def layer_mountpoint(self, index: int) -> str:
-        return os.path.join(self.dir_instance, "layers", str(index))
-
-
-def paths(image: str, dir_global: str, build_id: str, pid: int) -> Paths:
-    dir_self, name = os.path.split(image)
-    dir_data = os.path.join(dir_self, f".{name}.data")
-    dir_app = os.path.join(dir_global, "app", build_id)
-    return Paths(
-        image=image,
-        dir_self=dir_self,
-        dir_global=dir_global,
-        dir_app=dir_app,
-        dir_runtime=os.path.join(dir_app, "runtime"),
-        dir_data=dir_data,
-        dir_upper=os.path.join(dir_data, "data"),
-        dir_work_root=os.path.join(dir_data, "work"),
-        dir_layers=os.path.join(dir_data, "layers"),
-        dir_instance_root=os.path.join(dir_app, "instance"),
-        pid=pid,
-    )
-
-
-def remove_tree(path: str) -> None:
-    """Remove a directory tree we own, making mode-000 dirs (overlay work dirs) writable."""
+def _read(path: str) -> str:
     try:
-        entries = list(os.scandir(path))
-    except FileNotFoundError:
-        return
-    except PermissionError:
-        os.chmod(path, 0o700)
-        entries = list(os.scandir(path))
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            remove_tree(entry.path)
-        else:
-            try:
-                os.unlink(entry.path)
-            except FileNotFoundError:
-                pass
-    try:
-        os.rmdir(path)
-    except FileNotFoundError:
-        pass
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def register(paths: Paths, init: int) -> None:
+    """Record the running instance: its image and its init."""
+    _write(os.path.join(paths.dir_instance, "image"), paths.image)
+    _write(os.path.join(paths.dir_instance, "init"), str(init))
+
+
+def finish(paths: Paths) -> None:
+    """Remove the instance's directories, and those of instances that were killed."""
+    remove_tree(paths.dir_work)
+    remove_tree(paths.dir_instance)
+    sweep(paths.dir_work_root, paths.pid)
+    sweep(paths.dir_instance_root, paths.pid)
 
 
 def _alive(pid: int) -> bool:
@@ -115,3 +72,72 @@ def sweep(parent: str, keep: int) -> None:
                     remove_tree(path)
             except OSError:
                 continue
+
+
+def running(paths: Paths) -> List[Tuple[int, int]]:
+    """(launcher pid, init pid) of each running instance of this image, oldest first."""
+    found = []
+    try:
+        names = os.listdir(paths.dir_instance_root)
+    except OSError:
+        return []
+    for name in names:
+        if not name.isdigit():
+            continue
+        base = os.path.join(paths.dir_instance_root, name)
+        init = _read(os.path.join(base, "init"))
+        if _read(os.path.join(base, "image")) != paths.image or not init.isdigit():
+            continue
+        if os.path.exists(f"/proc/{name}") and os.path.exists(f"/proc/{init}"):
+            found.append((int(name), int(init)))
+    return sorted(found)
+
+
+def _children(pid: int) -> List[int]:
+    return [int(x) for x in _read(f"/proc/{pid}/task/{pid}/children").split()]
+
+
+def sandbox_of(init: int) -> Optional[int]:
+    """The first process inside bubblewrap's namespaces, below the instance's init."""
+    for child in _children(init):
+        # bwrap runs directly or through the embedded loader: look at its first words.
+        words = _read(f"/proc/{child}/cmdline").split("\0")[:4]
+        if any(os.path.basename(w) == "bwrap" for w in words):
+            inside = _children(child)
+            if inside:
+                return inside[0]
+    return None
+
+
+def exec_in(target: int, init: int, program: List[str]) -> int:
+    """Run `program` in the namespaces and root of process `target` (a process of the
+    sandbox, below `init`), with its environment; its exit code."""
+    raw = b""
+    try:
+        with open(f"/proc/{target}/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        pass
+    env = dict(e.decode(errors="replace").partition("=")[::2] for e in raw.split(b"\0") if e)
+    # Past the chroot the host's standard library is out of reach: import now what
+    # os.execvpe imports lazily.
+    import warnings  # noqa: F401
+
+    try:
+        namespaces.join(target, init)
+    except OSError as e:
+        raise FimError(f"Cannot enter the instance: {e.strerror}", 1) from None
+
+    def child() -> int:
+        try:
+            os.chdir(env.get("HOME", "/"))
+        except OSError:
+            os.chdir("/")
+        try:
+            os.execvpe(program[0], program, env)
+        except OSError as e:
+            os.write(2, f"E::Cannot run '{program[0]}' in the instance: {e.strerror}\n".encode())
+            return EXIT_NOT_FOUND if isinstance(e, FileNotFoundError) else 126
+        return 1
+
+    return process.wait(process.fork(child))

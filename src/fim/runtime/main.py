@@ -12,13 +12,17 @@ if TYPE_CHECKING:
     from typing import List
 
 
-def main(image: str, args: List[str], dir_global: str, header_block: bytes) -> int:
+def main(image: str, args: List[str], dir_global: str, header_block: bytes, fd: int) -> int:
+    """Run one command of the image at `image` (open at `fd`, its header block read)."""
     try:
+        from fim.runtime import paths, process
         from fim.runtime.commands import COMMANDS, Context
-        from fim.runtime.image.header import unpack
+        from fim.runtime.image.file import adopt
 
-        header = unpack(header_block, image, os.path.getsize(image))
-        ctx = Context(image, header, dir_global, os.environ)
+        process.set_title([os.path.basename(image)] + args)
+        handle = adopt(image, fd, header_block)
+        where = paths.of(image, dir_global, handle.header.build_id, os.getpid())
+        ctx = Context(handle, where, os.environ)
         if args and args[0].startswith("fim-"):
             entry = COMMANDS.get(args[0])
             if entry is None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 
+from fim.runtime.image.settings import PERMISSIONS
 from fim.runtime.record import dataclass
-from fim.runtime.settings import PERMISSIONS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ class Grant:
 
 
 def _has(bits: int, name: str) -> bool:
-    return bool(bits & (1 << PERMISSIONS.index(name)))
+    return PERMISSIONS.has(bits, name)
 
 
 def _dev_nodes(prefixes: List[str]) -> List[str]:

@@ -10,26 +10,13 @@ from __future__ import annotations
 import os
 import stat
 
+from fim.runtime.overlays.whiteouts import is_opaque, is_whiteout
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import List, Optional, Sequence, Tuple
 
-_OPAQUE = ("user.overlay.opaque", "trusted.overlay.opaque")
 _MAX_LINKS = 40
-
-
-def is_whiteout(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def is_opaque(path: str) -> bool:
-    for name in _OPAQUE:
-        try:
-            if os.getxattr(path, name, follow_symlinks=False) == b"y":
-                return True
-        except OSError:
-            continue
-    return False
 
 
 def _step(dirs: Sequence[str], name: str) -> Tuple[Optional[os.stat_result], List[str]]:

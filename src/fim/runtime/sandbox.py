@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from fim.runtime.record import dataclass
-from fim.runtime.settings import Binding, expand
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, List, Mapping, Optional, Sequence
+    from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+    from fim.runtime.image.settings import Binding
 
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -73,7 +74,7 @@ def bind_args(bindings: Sequence[Binding], environ: Mapping[str, str]) -> List[s
     flags = {"ro": "--ro-bind", "rw": "--bind", "dev": "--dev-bind"}
     args: List[str] = []
     for b in bindings:
-        args += [flags[b.kind], expand(b.src, dict(environ)), b.dst]
+        args += [flags[b.kind], expand(b.src, environ), b.dst]
     return args
 
 
@@ -90,7 +91,7 @@ def environment(host: Mapping[str, str], ident: Identity, fim_vars: Mapping[str,
     env.update(granted)
     for entry in entries:
         key, _, value = entry.partition("=")
-        env[key] = expand(value, dict(host))
+        env[key] = expand(value, host)
     return env
 
 
@@ -114,3 +115,47 @@ def group_text(container_group: Optional[str], ident: Identity) -> str:
     own = f"{ident.user}:x:{ident.gid}:"
     lines = _entries(container_group, 2, (ident.user, str(ident.gid)))
     return "\n".join(lines + [own]) + "\n"
+
+
+def expand(text: str, environ: Mapping[str, str]) -> str:
+    """$VAR and ${VAR} from the host environment; unknown variables stay as written."""
+    out, i = [], 0
+    while i < len(text):
+        c = text[i]
+        if c == "$" and i + 1 < len(text):
+            if text[i + 1] == "{":
+                end = text.find("}", i + 2)
+                if end > 0:
+                    name = text[i + 2:end]
+                    out.append(environ.get(name, text[i:end + 1]))
+                    i = end + 1
+                    continue
+            j = i + 1
+            while j < len(text) and (text[j].isalnum() or text[j] == "_"):
+                j += 1
+            if j > i + 1:
+                name = text[i + 1:j]
+                out.append(environ.get(name, text[i:j]))
+                i = j
+                continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def parse_status(text: str) -> Tuple[Optional[int], Optional[int]]:
+    """Child pid and exit code from bubblewrap's --json-status-fd output."""
+    child = code = None
+    for line in text.splitlines():
+        # One flat object per line, e.g. { "exit-code": 7 }: no JSON parser needed.
+        for item in line.strip().strip("{}").split(","):
+            key, _, value = item.partition(":")
+            value = value.strip()
+            if not value.isdigit():
+                continue
+            key = key.strip().strip('"')
+            if key == "child-pid":
+                child = int(value)
+            elif key == "exit-code":
+                code = int(value)
+    return child, code

@@ -30,17 +30,18 @@ Semantics:
 * In a user namespace, files whose owner or group is unmapped show as the overflow ids
   and the kernel refuses to write them through the mount (HAS_UNMAPPED_ID).
 
-Design (fs.py): a table nodeid -> paths relative to SOURCE, used through a descriptor of
-SOURCE opened before mounting (renames rewrite the node and everything under it;
-FORGET frees), and per directory a cache {folded name: real names} validated against
-the directory's mtime/ctime/size and kept up to date by every change made through the
-mount. An exact name never needs the cache: one lstat() finds it. A lookup by another
-spelling gets a node of its own with no kernel caching, so the kernel sees `README.txt`
-and `readme.txt` as two inodes and passes a case-only rename on to us (it skips renames
-onto the same inode); changes through one spelling invalidate the attributes the kernel
-cached for the others, and a name that went away through another spelling answers
-ESTALE, so the kernel looks it up again. As root of the initial user namespace, files
-are opened in FUSE passthrough (the kernel reads and writes SOURCE's file itself);
-otherwise reads are pread() into per-thread buffers. Several threads read /dev/fuse
-(server.py).
+Design: the node table (nodes.py) maps nodeid -> paths relative to SOURCE, used
+through a descriptor of SOURCE opened before mounting (renames rewrite the node and
+everything under it; FORGET frees). The name index (names.py) keeps per directory a
+cache {folded name: real names} validated against the directory's mtime/ctime/size and
+kept up to date by every change made through the mount. An exact name never needs the
+cache: one lstat() finds it. The request handlers (fs.py) compose the two. A lookup by
+another spelling gets a node of its own with no kernel caching, so the kernel sees
+`README.txt` and `readme.txt` as two inodes and passes a case-only rename on to us (it
+skips renames onto the same inode); changes through one spelling invalidate the
+attributes the kernel cached for the others, and a name that went away through another
+spelling answers ESTALE, so the kernel looks it up again. As root of the initial user
+namespace, files are opened in FUSE passthrough (the kernel reads and writes SOURCE's
+file itself); otherwise reads are pread() into per-thread buffers. Several threads read
+/dev/fuse (server.py; protocol.py holds the kernel's structures).
 """

@@ -187,6 +187,11 @@ def attr(st: stat_result) -> Tuple[int, ...]:
             encode_dev(rdev) if rdev else 0, st.st_blksize, 0)
 
 
+def fail(errno: int) -> OSError:
+    """What a handler raises to answer `errno` (server.py sends the error reply)."""
+    return OSError(errno, os.strerror(errno))
+
+
 def reply(unique: int, payload: bytes) -> bytes:
     return OUT_HEADER.pack(OUT_HEADER.size + len(payload), 0, unique) + payload
 

@@ -14,10 +14,10 @@ import _thread
 import os
 from errno import EAGAIN, EINTR, EIO, ENOENT, ENOSYS, ESTALE
 
+from fim.runtime import libc, process
 from fim.runtime.casefold import protocol as P
 from fim.runtime.casefold.fs import NODE_OPS, CaseFold, Worker
 from fim.runtime.errors import EXIT_USAGE, error
-from fim.runtime.namespaces import MS_NODEV, MS_NOSUID, detach, mount
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -119,6 +119,11 @@ def serve_thread(fs: CaseFold, lock: _thread.LockType) -> None:
         lock.release()
 
 
+def _serve_child(read_end: int, source_fd: int, dev: int, source: str, ready: int) -> int:
+    os.close(read_end)
+    return serve(source_fd, dev, source, ready)
+
+
 def main(argv: List[str]) -> int:
     if len(argv) != 2:
         error("Usage: casefold SOURCE MOUNTPOINT")
@@ -138,30 +143,23 @@ def main(argv: List[str]) -> int:
     options = (f"fd={dev},rootmode={mode:o},user_id={os.getuid()},group_id={os.getgid()},"
                "default_permissions,allow_other")
     try:
-        mount("casefold", mountpoint, "fuse", options, MS_NOSUID | MS_NODEV)
+        libc.mount("casefold", mountpoint, "fuse", options, libc.MS_NOSUID | libc.MS_NODEV)
     except OSError as e:
         error(f"Could not mount '{source}' on '{mountpoint}': {e.strerror}")
         return 1
     read_end, write_end = os.pipe()
     try:
-        pid = os.fork()
+        process.fork(lambda: _serve_child(read_end, source_fd, dev, source, write_end))
     except OSError as e:
-        detach(mountpoint)
+        libc.detach(mountpoint)
         error(f"Could not start the server for '{mountpoint}': {e.strerror}")
         return 1
-    if pid == 0:
-        code = 1
-        try:
-            os.close(read_end)
-            code = serve(source_fd, dev, source, write_end)
-        finally:
-            os._exit(code)
     os.close(write_end)
     os.close(dev)
     if os.read(read_end, 1) == b"1":
         return 0
     try:
-        detach(mountpoint)
+        libc.detach(mountpoint)
     except OSError:
         pass
     error(f"The server of '{mountpoint}' ended before it answered the kernel")

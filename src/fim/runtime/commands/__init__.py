@@ -1,21 +1,22 @@
-"""One module per fim-* command. Each parses its own arguments and returns an exit code;
-none holds mount logic (they call the container pipeline)."""
+"""One module per fim-* command. Each parses its own arguments, calls the pipeline
+that does the work, and returns an exit code; none holds mount logic."""
 
 from __future__ import annotations
 
-from fim.runtime.image.header import Header
 from fim.runtime.record import dataclass
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Mapping
 
+    from fim.runtime.image.file import ImageFile
+    from fim.runtime.paths import Paths
+
 
 @dataclass(frozen=True)
 class Context:
-    image: str
-    header: Header
-    dir_global: str
+    image: ImageFile  # opened once for the whole run
+    paths: Paths
     environ: Mapping[str, str]
 
 
@@ -35,3 +36,8 @@ COMMANDS = {
     "fim-version": ("version", "main"),
     "fim-help": ("help", "main"),
 }
+
+
+def say(line: str) -> None:
+    """A progress line of a long command, shown as it happens."""
+    print(line, flush=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from fim.runtime import settings
 from fim.runtime.commands import Context
 from fim.runtime.errors import FimError, trailing
+from fim.runtime.image import settings
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -25,24 +25,24 @@ def main(ctx: Context, args: List[str]) -> int:
             raise FimError("Invalid bind type")
         if not dst.startswith("/"):
             raise FimError(f"Destination '{dst}' must be an absolute path")
-        bindings = settings.read_bindings(ctx.image, ctx.header)
+        bindings = ctx.image.read(settings.BINDINGS)
         bindings.append(settings.Binding(kind, src, dst))
-        settings.write_bindings(ctx.image, ctx.header, bindings)
+        ctx.image.write(settings.BINDINGS, bindings)
         print(f"Binding index is '{len(bindings) - 1}'")
         return 0
     if op == "del":
         if len(rest) != 1:
             raise FimError("Incorrect number of arguments for 'del' (<index>)")
-        bindings = settings.read_bindings(ctx.image, ctx.header)
+        bindings = ctx.image.read(settings.BINDINGS)
         if not rest[0].isdigit() or int(rest[0]) >= len(bindings):
             raise FimError(f"Invalid binding index '{rest[0]}'")
         del bindings[int(rest[0])]
-        settings.write_bindings(ctx.image, ctx.header, bindings)
+        ctx.image.write(settings.BINDINGS, bindings)
         return 0
     if op == "list":
         if rest:
             raise trailing("fim-bind", rest)
-        bindings = settings.read_bindings(ctx.image, ctx.header)
+        bindings = ctx.image.read(settings.BINDINGS)
         listed = {str(i): {"type": b.kind, "src": b.src, "dst": b.dst}
                   for i, b in enumerate(bindings)}
         print(json.dumps(listed, indent=2))

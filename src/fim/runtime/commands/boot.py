@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from fim.runtime import settings
 from fim.runtime.commands import Context
 from fim.runtime.errors import FimError, trailing
+from fim.runtime.image import settings
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -20,15 +20,15 @@ def main(ctx: Context, args: List[str]) -> int:
     if op == "set":
         if not rest:
             raise FimError("Missing argument for 'set'")
-        settings.write_boot(ctx.image, ctx.header, settings.Boot(rest[0], rest[1:]))
+        ctx.image.write(settings.BOOT, settings.Boot(rest[0], rest[1:]))
         return 0
     if op in ("show", "clear"):
         if rest:
             raise trailing("fim-boot", rest)
         if op == "clear":
-            settings.write_boot(ctx.image, ctx.header, None)
+            ctx.image.write(settings.BOOT, None)
             return 0
-        boot = settings.read_boot(ctx.image, ctx.header)
+        boot = ctx.image.read(settings.BOOT)
         if boot is not None:
             print(json.dumps({"program": boot.program, "args": boot.args}))
         return 0

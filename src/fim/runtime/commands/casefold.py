@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fim.runtime.commands import Context
 from fim.runtime.errors import FimError, trailing
-from fim.runtime.image.reserved import REGIONS, write_region
+from fim.runtime.image.settings import CASEFOLD
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -18,6 +18,5 @@ def main(ctx: Context, args: List[str]) -> int:
         raise trailing("fim-casefold", args[1:])
     if args[0] not in ("on", "off"):
         raise FimError(f"Invalid argument for 'fim-casefold': '{args[0]}' (on,off)")
-    value = b"\x01" if args[0] == "on" else b"\x00"
-    write_region(ctx.image, ctx.header, REGIONS["casefold"], value)
+    ctx.image.write(CASEFOLD, 1 if args[0] == "on" else 0)
     return 0

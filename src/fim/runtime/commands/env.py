@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fim.runtime import settings
 from fim.runtime.commands import Context
 from fim.runtime.errors import FimError, trailing
+from fim.runtime.image import settings
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,23 +33,23 @@ def main(ctx: Context, args: List[str]) -> int:
             raise FimError(f"Missing argument for '{op}'")
         for entry in rest:
             _check(entry)
-        current = settings.read_environment(ctx.image, ctx.header) if op == "add" else []
-        settings.write_environment(ctx.image, ctx.header, _merge(current, rest))
+        current = ctx.image.read(settings.ENVIRONMENT) if op == "add" else []
+        ctx.image.write(settings.ENVIRONMENT, _merge(current, rest))
         return 0
     if op == "del":
         if not rest:
             raise FimError("Missing argument for 'del'")
-        current = settings.read_environment(ctx.image, ctx.header)
+        current = ctx.image.read(settings.ENVIRONMENT)
         kept = [e for e in current if e.partition("=")[0] not in rest]
-        settings.write_environment(ctx.image, ctx.header, kept)
+        ctx.image.write(settings.ENVIRONMENT, kept)
         return 0
     if op in ("list", "clear"):
         if rest:
             raise trailing("fim-env", rest)
         if op == "clear":
-            settings.write_environment(ctx.image, ctx.header, [])
+            ctx.image.write(settings.ENVIRONMENT, [])
             return 0
-        for entry in settings.read_environment(ctx.image, ctx.header):
+        for entry in ctx.image.read(settings.ENVIRONMENT):
             print(entry)
         return 0
     raise FimError(f"Invalid op '{op}' for 'fim-env' (add,set,del,list,clear)")

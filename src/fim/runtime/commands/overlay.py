@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 from fim.runtime import overlays
 from fim.runtime.commands import Context
 from fim.runtime.errors import FimError, trailing
-from fim.runtime.image.reserved import REGIONS, read_region, write_region
+from fim.runtime.image.settings import OVERLAY
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -23,22 +21,16 @@ def main(ctx: Context, args: List[str]) -> int:
     if op == "set":
         if not rest:
             raise FimError("Missing argument for 'set'")
-        name = overlays.NAMES.get(rest[0].lower())
-        if name is None:
+        backend = overlays.from_option(rest[0])
+        if backend is None:
             raise FimError("Invalid overlay type")
         if rest[1:]:
             raise trailing("fim-overlay", rest[1:])
-        value = bytes([overlays.BITS[name]])
-        write_region(ctx.image, ctx.header, REGIONS["overlay"], value)
+        ctx.image.write(OVERLAY, backend.bit)
         return 0
     if op == "show":
         if rest:
             raise trailing("fim-overlay", rest)
-        fd = os.open(ctx.image, os.O_RDONLY)
-        try:
-            stored = read_region(fd, ctx.header, REGIONS["overlay"])[0]
-        finally:
-            os.close(fd)
-        print(overlays.choose(ctx.environ, stored))
+        print(overlays.choose(ctx.environ, ctx.image.read_or(OVERLAY, [])).name)
         return 0
     raise FimError(f"Invalid operation '{op}' for fim-overlay (set,show)")

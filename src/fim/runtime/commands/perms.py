@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from fim.runtime import settings
 from fim.runtime.commands import Context
 from fim.runtime.errors import FimError, trailing
+from fim.runtime.image.settings import PERMISSIONS, UNSHARE, Bits
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List, Sequence
+    from typing import List
 
 
-def _edit(ctx: Context, args: List[str], command: str, region: str, known: Sequence[str],
-          what: str) -> int:
+def _edit(ctx: Context, args: List[str], command: str, codec: Bits) -> int:
     if not args:
         raise FimError(f"Missing op for '{command}' (add,del,set,list,clear)")
     op, rest = args[0], args[1:]
@@ -21,27 +20,26 @@ def _edit(ctx: Context, args: List[str], command: str, region: str, known: Seque
             raise FimError(f"Missing argument for '{op}'")
         if rest[1:]:
             raise trailing(command, rest[1:])
-        bits = settings.parse_list(rest[0], known, what)
-        current = settings.read_bits(ctx.image, ctx.header, region)
+        bits = codec.parse(rest[0])
+        current = ctx.image.read(codec)
         value = {"add": current | bits, "del": current & ~bits, "set": bits}[op]
-        settings.write_bits(ctx.image, ctx.header, region, value)
+        ctx.image.write(codec, value)
         return 0
     if op in ("list", "clear"):
         if rest:
             raise trailing(command, rest)
         if op == "clear":
-            settings.write_bits(ctx.image, ctx.header, region, 0)
+            ctx.image.write(codec, 0)
             return 0
-        bits = settings.read_bits(ctx.image, ctx.header, region)
-        for name in settings.bits_to_names(bits, known):
+        for name in codec.named(ctx.image.read(codec)):
             print(name)
         return 0
     raise FimError(f"Invalid op '{op}' for '{command}' (add,del,set,list,clear)")
 
 
 def perms(ctx: Context, args: List[str]) -> int:
-    return _edit(ctx, args, "fim-perms", "permissions", settings.PERMISSIONS, "permission")
+    return _edit(ctx, args, "fim-perms", PERMISSIONS)
 
 
 def unshare(ctx: Context, args: List[str]) -> int:
-    return _edit(ctx, args, "fim-unshare", "unshare", settings.NAMESPACES, "namespace")
+    return _edit(ctx, args, "fim-unshare", UNSHARE)

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 
 def _run(ctx: Context, program: List[str], as_root: bool, shell: bool = False) -> int:
-    cfg = config.resolve(ctx.image, ctx.header, ctx.dir_global, ctx.environ)
+    cfg = config.resolve(ctx.image, ctx.paths, ctx.environ)
     return container.run(cfg, program, as_root, ctx.environ, shell)
 
 
@@ -31,9 +31,9 @@ def fim_root(ctx: Context, args: List[str]) -> int:
 def boot(ctx: Context, args: List[str]) -> int:
     """No fim- command: the boot command (default: the container's shell), with the
     arguments appended."""
-    from fim.runtime import settings
+    from fim.runtime.image.settings import BOOT
 
-    stored = settings.or_default(lambda: settings.read_boot(ctx.image, ctx.header), None, [])
+    stored = ctx.image.read_or(BOOT, [])
     if stored is None:
         return _run(ctx, args, as_root=False, shell=True)
     return _run(ctx, [stored.program] + stored.args + args, as_root=False)

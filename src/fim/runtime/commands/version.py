@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from fim.runtime import VERSION, tools
+from fim.runtime import VERSION, process, tools
 from fim.runtime.commands import Context
 from fim.runtime.errors import FimError, trailing
 
@@ -21,29 +21,20 @@ _VERSION_ARGS = {
 }
 
 
-def _runtime_dir(ctx: Context) -> str:
-    return os.path.join(ctx.dir_global, "app", ctx.header.build_id, "runtime")
-
-
 def build_info(ctx: Context) -> Dict[str, Any]:
     try:
-        with open(os.path.join(_runtime_dir(ctx), "build.json"), encoding="utf-8") as f:
+        with open(os.path.join(ctx.paths.dir_runtime, "build.json"), encoding="utf-8") as f:
             info: Dict[str, Any] = json.load(f)
     except (OSError, ValueError):
         info = {}
-    info.update(version=VERSION, build_id=ctx.header.build_id,
-                format_version=ctx.header.version)
+    header = ctx.image.header
+    info.update(version=VERSION, build_id=header.build_id, format_version=header.version)
     return info
 
 
 def _tool_version(name: str, command: List[str], args: List[str]) -> str:
-    import subprocess
-
-    try:
-        out = subprocess.run(command + args, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    lines = [ln.strip() for ln in (out.stdout + "\n" + out.stderr).splitlines() if ln.strip()]
+    _, out = process.capture(command + args, timeout=10)
+    lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
     # Tools print library versions too; the tool's own line names it.
     own = "bubblewrap" if name == "bwrap" else name
     for line in lines:
@@ -53,7 +44,7 @@ def _tool_version(name: str, command: List[str], args: List[str]) -> str:
 
 
 def deps(ctx: Context) -> Dict[str, Any]:
-    runtime = _runtime_dir(ctx)
+    runtime = ctx.paths.dir_runtime
     found: Dict[str, Any] = {}
     for name, args in _VERSION_ARGS.items():
         embedded = tools.embedded(runtime, name)

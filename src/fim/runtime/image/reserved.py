@@ -98,18 +98,15 @@ def read_region(fd: int, header: Header, region: Region, limit: Optional[int] = 
     return read_span(fd, header, region.offset, size)
 
 
-def read_text(fd: int, header: Header, region: Region) -> str:
-    """A NUL-terminated text region (JSON), read in growing chunks."""
+def read_prefix(fd: int, header: Header, region: Region) -> bytes:
+    """A NUL-terminated region (JSON, text) up to its first NUL, read in growing chunks
+    (most hold a few bytes of a megabyte)."""
     chunk = 4096
     while True:
         data = read_region(fd, header, region, chunk)
         end = data.find(b"\0")
         if end >= 0 or chunk >= region.size:
-            data = data if end < 0 else data[:end]
-            try:
-                return data.decode("utf-8")
-            except UnicodeDecodeError:
-                raise FimError(f"The '{region.name}' setting of the image is corrupted") from None
+            return data if end < 0 else data[:end]
         chunk *= 8
 
 

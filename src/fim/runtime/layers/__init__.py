@@ -1,20 +1,20 @@
 """Layer formats behind one interface: detect by magic, mount read-only, create.
 
-A format module provides MAGIC, TOOL (the mount tool), mount_argv() and
-create_argv(). Adding a format is adding a module and a line to FORMATS.
+A format module provides MAGIC, TOOL (the mount tool), CREATE_TOOL, mount_argv()
+and create_argv(). Adding a format is adding a module and a line to FORMATS.
 """
 
 from __future__ import annotations
 
 import os
-from types import ModuleType
 
 from fim.runtime.errors import FimError
 from fim.runtime.record import dataclass
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, List, Mapping, Optional
+    from types import ModuleType
+    from typing import List, Mapping, Optional
 
 
 @dataclass(frozen=True)
@@ -28,24 +28,31 @@ class Layer:
     embedded: bool
 
 
-def _formats() -> Dict[str, ModuleType]:
-    from fim.runtime.layers import dwarfs, squashfs
-
-    return {"squashfs": squashfs, "dwarfs": dwarfs}
+# Format name -> (magic at a layer's first bytes, module under fim.runtime.layers). The
+# magic is repeated here so that finding a layer's format imports only its module.
+FORMATS = {"squashfs": (b"hsqs", "squashfs"), "dwarfs": (b"DWARFS", "dwarfs")}
 
 
 def detect(path: str, offset: int = 0) -> Optional[str]:
     """The name of the layer format at `offset` of `path`, or None."""
     try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            head = f.read(8)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
-    for name, module in _formats().items():
-        if head.startswith(module.MAGIC):
+    try:
+        head = os.pread(fd, 8, offset)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    for name, (magic, _) in FORMATS.items():
+        if head.startswith(magic):
             return name
     return None
+
+
+def module_of(name: str) -> ModuleType:
+    return __import__(f"fim.runtime.layers.{FORMATS[name][1]}", fromlist=["MAGIC"])
 
 
 def format_module(layer: Layer) -> ModuleType:
@@ -55,7 +62,7 @@ def format_module(layer: Layer) -> ModuleType:
             f"Layer {layer.index} in '{layer.path}' (offset {layer.offset}) is not a known "
             "layer format (SquashFS, DwarFS)"
         )
-    return _formats()[name]
+    return module_of(name)
 
 
 def external(paths: List[str], first_index: int) -> List[Layer]:

@@ -1,10 +1,10 @@
-"""Make a layer file from a directory, and place finished layers durably."""
+"""Make a layer file from a directory; the numbering of managed layers."""
 
 from __future__ import annotations
 
 import os
 
-from fim.runtime import tools
+from fim.runtime import files, process, tools
 from fim.runtime.errors import FimError
 from fim.runtime.layers import squashfs
 
@@ -21,14 +21,7 @@ def create(source: str, output: str, level: int, runtime_dir: str,
     opaque xattrs), links, modes, owners and xattrs are kept as they are."""
     tool = tools.require(runtime_dir, squashfs.CREATE_TOOL, environ, "to create layers")
     argv = squashfs.create_argv(tool, source, output, level)
-    actions = [
-        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
-        (os.POSIX_SPAWN_DUP2, 1, 2),
-    ]
-    pid = os.posix_spawn(argv[0], argv, dict(environ), file_actions=actions)
-    _, status = os.waitpid(pid, 0)
-    if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
+    if process.run(argv, environ, log, append=False) != 0:
         try:
             with open(log, encoding="utf-8", errors="replace") as f:
                 last = [ln for ln in f.read().splitlines() if ln.strip()][-1:]
@@ -36,22 +29,7 @@ def create(source: str, output: str, level: int, runtime_dir: str,
             last = []
         detail = f": {last[0]}" if last else ""
         raise FimError(f"Could not create the layer{detail} (log: {log})", 1)
-    fsync_path(output)
-
-
-def fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def place(temporary: str, destination: str) -> None:
-    """Give a finished layer its final name, never replacing an existing file."""
-    os.link(temporary, destination)  # fails with FileExistsError instead of replacing
-    os.unlink(temporary)
-    fsync_path(os.path.dirname(os.path.abspath(destination)))
+    files.fsync_path(output)
 
 
 def managed_number(name: str) -> int:
@@ -73,40 +51,3 @@ def next_managed(layers_dir: str) -> str:
     if number > MAX_MANAGED:
         raise FimError("Maximum number of layers exceeded")
     return os.path.join(layers_dir, f"layer-{number:03d}.layer")
-
-
-def clear(upper: str) -> int:
-    """Remove everything in the upper dir; warn about what cannot go. Failures count."""
-    failures = 0
-    try:
-        entries = list(os.scandir(upper))
-    except FileNotFoundError:
-        return 0
-    for entry in entries:
-        failures += _remove(entry.path, entry.is_dir(follow_symlinks=False))
-    return failures
-
-
-def _remove(path: str, is_dir: bool) -> int:
-    from fim.runtime.errors import warn
-
-    if not is_dir:
-        try:
-            os.unlink(path)
-            return 0
-        except OSError:
-            warn(f"Could not remove file {path}")
-            return 1
-    failures = 0
-    try:
-        entries = list(os.scandir(path))
-    except OSError:
-        entries = []
-    for entry in entries:
-        failures += _remove(entry.path, entry.is_dir(follow_symlinks=False))
-    try:
-        os.rmdir(path)
-    except OSError:
-        warn(f"Could not remove directory {path}")
-        failures += 1
-    return failures

@@ -6,10 +6,17 @@ arguments. bubblewrap >= 0.10 is required for --overlay-src/--overlay.
 
 from __future__ import annotations
 
+import os
+
+from fim.runtime import libc
+from fim.runtime.overlays import Root
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import List, Sequence
 
+    from fim.runtime.overlays import RootSpec
+    from fim.runtime.unwind import Stack
 
 
 def bwrap_args(lowers_top_first: Sequence[str], upper: str, work: str) -> List[str]:
@@ -18,3 +25,22 @@ def bwrap_args(lowers_top_first: Sequence[str], upper: str, work: str) -> List[s
     for lower in reversed(lowers_top_first):
         args += ["--overlay-src", lower]
     return args + ["--overlay", upper, work, "/"]
+
+
+def build(stack: Stack, spec: RootSpec) -> Root:
+    return Root(bwrap_args(spec.lowers, spec.upper, spec.work), [spec.upper, *spec.lowers],
+                None)
+
+
+def refused(spec: RootSpec) -> bool:
+    """Whether the kernel refuses the overlay bubblewrap tried: the SYS_mount probe,
+    the same mount made here (the instance's mount namespace drops it at once)."""
+    os.makedirs(spec.mountpoint, exist_ok=True)
+    options = (f"lowerdir={':'.join(spec.lowers)},upperdir={spec.upper},"
+               f"workdir={spec.work},userxattr")
+    try:
+        libc.mount("overlay", spec.mountpoint, "overlay", options)
+    except OSError:
+        return True
+    libc.detach(spec.mountpoint)
+    return False

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from fim.runtime import mounts, tools
+from fim.runtime.overlays import OVERLAYFS, Root, alternatives
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import List, Sequence
+
+    from fim.runtime.overlays import RootSpec
+    from fim.runtime.unwind import Stack
 
 TOOL = "fuse-overlayfs"
 
@@ -15,3 +21,16 @@ def mount_argv(tool: Sequence[str], lowers_top_first: Sequence[str], upper: str,
     # caller to the owner of the layers' files (see docs/overlays.md).
     options = f"lowerdir={':'.join(lowers_top_first)},upperdir={upper},workdir={work}"
     return [*tool, "-o", options, mountpoint]
+
+
+def build(stack: Stack, spec: RootSpec) -> Root:
+    tool = tools.require(spec.runtime, TOOL, spec.environ, f"for the {OVERLAYFS.name} overlay",
+                         alternatives(OVERLAYFS))
+    argv = mount_argv(tool, spec.lowers, spec.upper, spec.work, spec.mountpoint)
+    merged = mounts.fuse(stack, argv, spec.environ, f"{spec.logs}/{TOOL}.log", spec.mountpoint,
+                         f"the {OVERLAYFS.name} overlay")
+    return Root(["--bind", merged, "/"], [merged], merged)
+
+
+def refused(spec: RootSpec) -> bool:
+    return False

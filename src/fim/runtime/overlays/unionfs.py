@@ -6,7 +6,7 @@ lower layers shine through opaque directories. So each layer that has markers
 gets two small generated read-only branches: one just above it, hiding its
 deleted paths (the devices included), and one just below it, hiding the
 directories it made opaque in the layers underneath. The scan of a layer is
-cached per layer under the runtime directory.
+cached per layer (by its content) under the runtime directory.
 """
 
 from __future__ import annotations
@@ -14,11 +14,16 @@ from __future__ import annotations
 import os
 import zlib
 
-from fim.runtime.overlays import whiteouts
+from fim.runtime import mounts, tools
+from fim.runtime.overlays import UNIONFS, Root, alternatives, whiteouts
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import List, Sequence, Tuple
+
+    from fim.runtime.layers import Layer
+    from fim.runtime.overlays import RootSpec
+    from fim.runtime.unwind import Stack
 
 TOOL = "unionfs"
 
@@ -28,6 +33,19 @@ def mount_argv(tool: Sequence[str], branches_top_first: Sequence[str], upper: st
     branches = [f"{upper}=RW"] + [f"{b}=RO" for b in branches_top_first]
     # hide_meta_files: its .unionfs-fuse bookkeeping never shows in the container.
     return [*tool, "-o", "cow,hide_meta_files", ":".join(branches), mountpoint]
+
+
+def cache_key(layer: Layer) -> str:
+    """Names a layer by its content: copies of one image share a runtime directory, and a
+    layer at the same place in two of them may differ. The SquashFS superblock (times,
+    counts, table offsets) and the tables at the end identify it."""
+    fd = os.open(layer.path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        head = os.pread(fd, 96, layer.offset)
+        tail = os.pread(fd, min(65536, layer.size), layer.offset + max(0, layer.size - 65536))
+    finally:
+        os.close(fd)
+    return f"{layer.size}:{zlib.crc32(head):08x}:{zlib.crc32(tail):08x}"
 
 
 def _markers(key: str, layer_dir: str, cache_dir: str) -> Tuple[List[str], List[str]]:
@@ -64,3 +82,18 @@ def branches(layers_top_first: Sequence[Tuple[str, str]], cache_dir: str,
         if opaque:
             result.append(whiteouts.unionfs_branch(os.path.join(work_dir, f"{n}-below"), opaque))
     return result
+
+
+def build(stack: Stack, spec: RootSpec) -> Root:
+    tool = tools.require(spec.runtime, TOOL, spec.environ, f"for the {UNIONFS.name} overlay",
+                         alternatives(UNIONFS))
+    keys = [cache_key(layer) for layer in reversed(spec.layers)]
+    ro = branches(list(zip(keys, spec.lowers)), spec.cache, os.path.join(spec.scratch, "unionfs"))
+    argv = mount_argv(tool, ro, spec.upper, spec.mountpoint)
+    merged = mounts.fuse(stack, argv, spec.environ, f"{spec.logs}/{TOOL}.log", spec.mountpoint,
+                         f"the {UNIONFS.name} overlay")
+    return Root(["--bind", merged, "/"], [merged], merged)
+
+
+def refused(spec: RootSpec) -> bool:
+    return False

@@ -24,18 +24,33 @@ from __future__ import annotations
 import os
 import stat
 
-from fim.runtime import rootview
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import List, Sequence, Tuple
 
-OPAQUE = "user.overlay.opaque"
-_FOREIGN_OPAQUE = ("trusted.overlay.opaque", "user.fuseoverlayfs.opaque")
+# The xattrs that make a directory opaque: the canonical one first, then kernel
+# overlayfs' as root and fuse-overlayfs' in a user namespace.
+OPAQUE_XATTRS = ("user.overlay.opaque", "trusted.overlay.opaque", "user.fuseoverlayfs.opaque")
+OPAQUE = OPAQUE_XATTRS[0]
+_FOREIGN_OPAQUE = OPAQUE_XATTRS[1:]
 UNIONFS_META = ".unionfs-fuse"
 HIDDEN = "_HIDDEN~"
 _WH = ".wh."
 _WH_OPAQUE = (".wh..wh..opq", ".wh..opq")
+
+
+def is_whiteout(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def is_opaque(path: str) -> bool:
+    for name in OPAQUE_XATTRS:
+        try:
+            if os.getxattr(path, name, follow_symlinks=False) == b"y":
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def make_whiteout(path: str) -> None:
@@ -68,8 +83,9 @@ def _ensure_parents(upper: str, rel: str, lowers: Sequence[str]) -> None:
         path = os.path.join(upper, sub)
         if os.path.isdir(path):
             continue
-        below = rootview.resolve(lowers, "/" + sub) if lowers else None
-        mode = stat.S_IMODE(os.stat(below).st_mode) if below else 0o755
+        # The mode the merged view shows: the newest layer's directory.
+        below = [os.path.join(d, sub) for d in lowers if os.path.isdir(os.path.join(d, sub))]
+        mode = stat.S_IMODE(os.stat(below[0]).st_mode) if below else 0o755
         os.mkdir(path, mode)
 
 
@@ -82,7 +98,7 @@ def _hidden_above(upper: str, rel: str) -> bool:
             st = os.lstat(path)
         except FileNotFoundError:
             return False
-        if rootview.is_whiteout(st) or (stat.S_ISDIR(st.st_mode) and _xattr(path, OPAQUE) == b"y"):
+        if is_whiteout(st) or (stat.S_ISDIR(st.st_mode) and _xattr(path, OPAQUE) == b"y"):
             return True
     return False
 
@@ -111,7 +127,7 @@ def _from_unionfs(upper: str, lowers: Sequence[str]) -> None:
         else:
             _ensure_parents(upper, rel, lowers)
             make_whiteout(target)
-    from fim.runtime.instance import remove_tree
+    from fim.runtime.files import remove_tree
 
     remove_tree(meta)
 
@@ -160,7 +176,7 @@ def to_unionfs(upper: str) -> None:
                 mark(os.path.relpath(path, upper))
         for name in files:
             path = os.path.join(root, name)
-            if rootview.is_whiteout(os.lstat(path)):
+            if is_whiteout(os.lstat(path)):
                 os.unlink(path)
                 mark(os.path.relpath(path, upper))
 
@@ -176,7 +192,7 @@ def scan(layer_dir: str) -> Tuple[List[str], List[str]]:
                 opaque.append(os.path.relpath(path, layer_dir))
         for name in files:
             path = os.path.join(root, name)
-            if rootview.is_whiteout(os.lstat(path)):
+            if is_whiteout(os.lstat(path)):
                 gone.append(os.path.relpath(path, layer_dir))
     return gone, opaque
 

@@ -1,0 +1,184 @@
+"""One codec per region of the reserved space: how its bytes read as a setting.
+
+Bit fields are little-endian integers; the JSON regions are UTF-8 JSON ending
+at the first NUL of their region (an empty region is the unset value). A
+decoder given garbage raises FimError naming the setting: commands that show a
+setting print that one `E::` line, runs fall back to the default
+(`file.ImageFile.read_or`), so a damaged setting never keeps an image from
+starting. Nothing outside this package knows an offset.
+"""
+
+from __future__ import annotations
+
+from fim.runtime.errors import FimError
+from fim.runtime.image.reserved import REGIONS, Region
+from fim.runtime.record import dataclass
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, List, Optional, Sequence
+
+
+@dataclass(frozen=True)
+class Binding:
+    kind: str  # ro, rw or dev
+    src: str  # may hold $VARIABLES, expanded at run time
+    dst: str
+
+
+@dataclass(frozen=True)
+class Boot:
+    program: str
+    args: List[str]
+
+
+def corrupt(region: Region) -> FimError:
+    return FimError(f"The '{region.name}' setting of the image is corrupted")
+
+
+class Bits:
+    """A bit field of named bits (bit i = names[i])."""
+
+    text = False
+
+    def __init__(self, region: Region, names: Sequence[str], what: str) -> None:
+        self.region = region
+        self.names = tuple(names)
+        self.what = what  # "permission", "namespace": for messages
+
+    def decode(self, raw: bytes) -> int:
+        return int.from_bytes(raw, "little")
+
+    def encode(self, value: int) -> bytes:
+        return value.to_bytes(self.region.size, "little")
+
+    def default(self) -> int:
+        return 0
+
+    def named(self, bits: int) -> List[str]:
+        return [name for i, name in enumerate(self.names) if bits & (1 << i)]
+
+    def has(self, bits: int, name: str) -> bool:
+        return bool(bits & (1 << self.names.index(name)))
+
+    def parse(self, text: str) -> int:
+        """`a,b,c` or `all` (alone) into bits."""
+        names = [n.strip().lower() for n in text.split(",") if n.strip()]
+        if not names:
+            raise FimError(f"No {self.what} given")
+        if "all" in names:
+            if len(names) > 1:
+                raise FimError(f"'all' cannot be combined with other {self.what}s")
+            return (1 << len(self.names)) - 1
+        bits = 0
+        for name in names:
+            if name not in self.names:
+                raise FimError(f"Invalid {self.what} '{name}' (valid: all,{','.join(self.names)})")
+            bits |= 1 << self.names.index(name)
+        return bits
+
+
+class Byte:
+    """One byte, as a number (the overlay bitmask) or a flag (casefold, notify)."""
+
+    text = False
+
+    def __init__(self, region: Region) -> None:
+        self.region = region
+
+    def decode(self, raw: bytes) -> int:
+        return raw[0]
+
+    def encode(self, value: int) -> bytes:
+        return bytes([value])
+
+    def default(self) -> int:
+        return 0
+
+
+class Json:
+    """A JSON value, checked and turned into records by `load`, back by `dump`."""
+
+    text = True
+
+    def __init__(self, region: Region, load: Any, dump: Any, empty: Any) -> None:
+        self.region = region
+        self._load = load
+        self._dump = dump
+        self._empty = empty
+
+    def default(self) -> Any:
+        return self._empty()
+
+    def decode(self, raw: bytes) -> Any:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise corrupt(self.region) from None
+        if not text:
+            return self._empty()
+        import json
+
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise corrupt(self.region) from None
+        try:
+            return self._load(value)
+        except (TypeError, KeyError, ValueError, AttributeError):
+            raise corrupt(self.region) from None
+
+    def encode(self, value: Any) -> bytes:
+        plain = self._dump(value)
+        if plain is None:
+            return b""
+        import json
+
+        return json.dumps(plain).encode()
+
+
+def _load_environment(value: Any) -> List[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
+        raise ValueError("not a list of K=V")
+    return value
+
+
+def _load_bindings(value: Any) -> List[Binding]:
+    bindings = [Binding(v["type"], v["src"], v["dst"]) for v in value]
+    if not all(b.kind in BIND_TYPES and isinstance(b.src, str) and isinstance(b.dst, str)
+               for b in bindings):
+        raise ValueError("bad binding")
+    return bindings
+
+
+def _dump_bindings(bindings: List[Binding]) -> Any:
+    return [{"type": b.kind, "src": b.src, "dst": b.dst} for b in bindings] or None
+
+
+def _load_boot(value: Any) -> Optional[Boot]:
+    boot = Boot(value["program"], list(value["args"]))
+    if not isinstance(boot.program, str) or not all(isinstance(a, str) for a in boot.args):
+        raise ValueError("bad boot command")
+    return boot
+
+
+def _dump_boot(boot: Optional[Boot]) -> Any:
+    return None if boot is None else {"program": boot.program, "args": boot.args}
+
+
+# Permission bits of the u64 at offset 0, and namespace bits of the u16 `unshare`
+# region (FlatImage's orders).
+PERMISSION_NAMES = (
+    "home", "media", "audio", "wayland", "xorg", "dbus_user", "dbus_system", "udev",
+    "usb", "input", "gpu", "network", "shm", "optical", "dev",
+)
+NAMESPACE_NAMES = ("user", "ipc", "pid", "net", "uts", "cgroup")
+BIND_TYPES = ("ro", "rw", "dev")
+
+PERMISSIONS = Bits(REGIONS["permissions"], PERMISSION_NAMES, "permission")
+UNSHARE = Bits(REGIONS["unshare"], NAMESPACE_NAMES, "namespace")
+OVERLAY = Byte(REGIONS["overlay"])  # 1<<1 BWRAP, 1<<2 OVERLAYFS, 1<<3 UNIONFS, 0 unset
+CASEFOLD = Byte(REGIONS["casefold"])
+ENVIRONMENT = Json(REGIONS["environment"], _load_environment, lambda v: v or None, list)
+BINDINGS = Json(REGIONS["bindings"], _load_bindings, _dump_bindings, list)
+BOOT = Json(REGIONS["boot"], _load_boot, _dump_boot, lambda: None)

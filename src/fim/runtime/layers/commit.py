@@ -1,0 +1,121 @@
+"""The layer pipelines: a directory into a layer file, the container's changes into a
+layer (appended to the image, managed, or saved to a file), a layer file onto the image.
+
+Progress lines go to `say`: the command decides where they go.
+"""
+
+from __future__ import annotations
+
+import os
+
+from fim.runtime import files, namespaces
+from fim.runtime.errors import FimError, warn
+from fim.runtime.layers import build, detect
+from fim.runtime.overlays import upperdir
+from fim.runtime.unwind import Stack
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Mapping, Optional
+
+    from fim.runtime.image.file import ImageFile
+    from fim.runtime.paths import Paths
+
+    Say = Callable[[str], None]
+
+BINARY = "binary"
+MANAGED = "layer"
+FILE = "file"
+
+
+def _enter() -> None:
+    # Rootless, the caller becomes 0 over its own files: mksquashfs then reads
+    # files the container made unreadable, records them as root (as the
+    # container saw them), and clearing the upper dir can remove them.
+    namespaces.enter(os.getuid(), os.getgid(), pid=False)
+
+
+def _log(paths: Paths) -> str:
+    os.makedirs(paths.dir_tmp, exist_ok=True)
+    return os.path.join(paths.dir_tmp, "mksquashfs.log")
+
+
+def _temporary(paths: Paths, hint: str) -> str:
+    os.makedirs(paths.dir_tmp, exist_ok=True)
+    return os.path.join(paths.dir_tmp, f".{hint}.{os.getpid()}.partial")
+
+
+def create(paths: Paths, environ: Mapping[str, str], source: str, output: str, level: int,
+           say: Say) -> None:
+    """Compress `source` into the new layer file `output`."""
+    say("Gathering files to compress")
+    with Stack() as stack:
+        if os.path.realpath(source) == os.path.realpath(paths.dir_upper):
+            # The image's own upper dir: bring its deletions to the form layers keep.
+            upperdir.canonical(stack, paths.state_file, paths.dir_upper)
+        _enter()
+        tmp = files.beside(output)
+        stack.push(files.discard, tmp)
+        build.create(source, tmp, level, paths.dir_runtime, environ, _log(paths))
+        files.place(tmp, output)
+    say("Filesystem created without errors")
+
+
+def _place_managed(tmp: str, layers_dir: str) -> str:
+    os.makedirs(layers_dir, exist_ok=True)
+    while True:
+        destination = build.next_managed(layers_dir)
+        try:
+            files.place(tmp, destination)
+            return destination
+        except FileExistsError:
+            continue  # another commit took the number
+
+
+def _place_file(tmp: str, destination: str) -> None:
+    # Built in the data dir, copied beside the destination, then linked.
+    staged = files.beside(destination)
+    try:
+        files.copy(tmp, staged)
+        files.place(staged, destination)
+    finally:
+        files.discard(staged)
+
+
+def commit(image: ImageFile, paths: Paths, environ: Mapping[str, str], mode: str,
+           destination: Optional[str], level: int, say: Say) -> None:
+    """The container's changes as a layer, then the upper dir cleared: only once the
+    layer is durably in place, so that a failure at any step loses nothing."""
+    if mode == MANAGED:
+        build.next_managed(paths.dir_layers)  # refuse past 999 before any work
+    os.makedirs(paths.dir_upper, exist_ok=True)
+    with Stack() as stack:
+        upperdir.canonical(stack, paths.state_file, paths.dir_upper)
+        _enter()
+        tmp = _temporary(paths, "commit")
+        stack.push(files.discard, tmp)
+        build.create(paths.dir_upper, tmp, level, paths.dir_runtime, environ, _log(paths))
+        if mode == BINARY:
+            image.append(tmp)
+            say("Filesystem appended to binary without errors")
+        elif mode == MANAGED:
+            say(f"Layer saved to '{_place_managed(tmp, paths.dir_layers)}'")
+        else:
+            assert destination is not None
+            _place_file(tmp, destination)
+            say(f"Layer saved to '{destination}'")
+        files.remove_tree(paths.dir_upper, contents_only=True, report=_cannot_remove)
+        say("Finished erasing files")
+
+
+def _cannot_remove(path: str, is_dir: bool) -> None:
+    warn(f"Could not remove {'directory' if is_dir else 'file'} {path}")
+
+
+def add(image: ImageFile, path: str) -> None:
+    """Append the layer file `path` to the image, on top."""
+    if not os.path.isfile(path):
+        raise FimError(f"Layer file '{path}' does not exist")
+    if detect(path) is None:
+        raise FimError(f"'{path}' is not a layer (SquashFS or DwarFS)")
+    image.append(path)

@@ -1,0 +1,44 @@
+"""Mount every layer read-only, all at once, each pushed on the unwind stack."""
+
+from __future__ import annotations
+
+import os
+
+from fim.runtime import mounts, process, tools
+from fim.runtime.errors import FimError, debug
+from fim.runtime.layers import format_module
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Mapping, Sequence, Tuple
+
+    from fim.runtime.layers import Layer
+    from fim.runtime.paths import Paths
+    from fim.runtime.unwind import Stack
+
+
+def mount_all(stack: Stack, layers: Sequence[Layer], paths: Paths,
+              environ: Mapping[str, str], verbose: bool) -> List[str]:
+    """The mount points of `layers`, newest first. The tools start together (each
+    mount takes a few milliseconds of its own) and every one that succeeded is on
+    `stack` before a failure is reported."""
+    started: List[Tuple[Layer, str, int, str]] = []
+    for layer in layers:
+        module = format_module(layer)
+        tool = tools.require(paths.dir_runtime, module.TOOL, environ, "to mount layers")
+        point = paths.layer_mountpoint(layer.index)
+        os.makedirs(point, exist_ok=True)
+        debug(verbose, f"Mounting layer from '{layer.path}' with offset '{layer.offset}'")
+        log = paths.log(module.TOOL)
+        argv = module.mount_argv(tool, layer.path, layer.offset, point)
+        started.append((layer, point, process.spawn(argv, environ, log), log))
+    failed = []
+    for layer, point, pid, log in started:
+        if process.wait(pid) == 0:
+            mounts.made(stack, point)
+        else:
+            failed.append((layer, log))
+    if failed:
+        layer, log = failed[0]
+        raise FimError(f"Could not mount layer {layer.index} of '{layer.path}' (see {log})", 1)
+    return [point for _, point, _, _ in reversed(started)]

@@ -1,0 +1,148 @@
+"""Every process the runtime starts goes through here: spawn, wait, kill, exit codes;
+and the title the runtime's own processes show in ps and top.
+
+posix_spawn rather than subprocess: subprocess imports signal, threading,
+selectors and more (milliseconds on every start); the tools the runtime runs
+need only argv, an environment and where their output goes.
+"""
+
+from __future__ import annotations
+
+import os
+
+from fim.runtime.errors import FimError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, List, Mapping, Optional, Sequence, Tuple
+
+
+def spawn(argv: Sequence[str], env: Mapping[str, str], log: Optional[str] = None,
+          append: bool = True) -> int:
+    """Start `argv`; its pid. With `log`, stdin is /dev/null and stdout and stderr go
+    to that file (appended to, or truncated first); without, it shares ours."""
+    actions: List[Tuple[object, ...]] = []
+    if log is not None:
+        mode = os.O_APPEND if append else os.O_TRUNC
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT | mode, 0o644),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ]
+    try:
+        return os.posix_spawn(argv[0], list(argv), dict(env), file_actions=actions)
+    except OSError as e:
+        raise FimError(f"Cannot start '{argv[0]}': {e.strerror}") from None
+
+
+def exit_code(status: int) -> int:
+    """A wait status as a shell reports it: the exit code, or 128 + the signal."""
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+def wait(pid: int) -> int:
+    """Wait for `pid` (through interruptions by our signal handlers); its exit code."""
+    while True:
+        try:
+            return exit_code(os.waitpid(pid, 0)[1])
+        except InterruptedError:
+            continue
+
+
+def run(argv: Sequence[str], env: Mapping[str, str], log: Optional[str] = None,
+        append: bool = True) -> int:
+    return wait(spawn(argv, env, log, append))
+
+
+def fork(child: Callable[[], int]) -> int:
+    """Run `child` in a forked process that exits with its result (1 if it raises,
+    never returning into the caller's code); the pid, in the parent."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = child()
+        finally:
+            os._exit(code)
+    return pid
+
+
+def kill(pids: Sequence[int], signum: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+def read_all(fd: int) -> bytes:
+    """Everything written to `fd` until its other end closes; `fd` is closed."""
+    chunks = []
+    try:
+        while True:
+            try:
+                block = os.read(fd, 65536)
+            except InterruptedError:
+                continue
+            if not block:
+                break
+            chunks.append(block)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def capture(argv: Sequence[str], timeout: float) -> Tuple[int, str]:
+    """Exit code and output (stdout then stderr) of a short command; (-1, "") when it
+    cannot start or runs past `timeout`. Off the start-up path only: it imports
+    subprocess."""
+    import subprocess
+
+    try:
+        out = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
+                             stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return -1, ""
+    return out.returncode, out.stdout + "\n" + out.stderr
+
+
+# -- this process's own title ---------------------------------------------------
+#
+# The interpreter was started as `python3 -I -S -c '<bootstrap>' IMAGE ARGS...`; ps
+# would show all of that. The kernel shows a process's command line from the memory
+# its arguments were passed in (arg_start..arg_end of /proc/self/stat), so the title
+# is written there through /proc/self/mem, as setproctitle(3) does: the title, a NUL,
+# and a non-NUL last byte, which tells the kernel to show the area up to its first
+# NUL. The short name top shows (comm) is set with prctl(PR_SET_NAME). Best effort:
+# where /proc/self/mem is not writable the title stays as it was.
+
+# /proc/self/stat fields after the ")" that ends comm: arg_start is field 48 of
+# proc(5), the 46th after the state field (field 3).
+_ARG_START = 48 - 3
+
+
+def set_title(words: Sequence[str]) -> None:
+    """Show this process in ps and top as `words` (`app.flatimage fim-exec sleep 30`)."""
+    title = " ".join(words).encode(errors="replace")
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            stat = f.read()
+        fields = stat[stat.rindex(b")") + 2:].split()
+        start, end = int(fields[_ARG_START]), int(fields[_ARG_START + 1])
+        room = end - start
+        if room < 2:
+            return
+        title = title[:room - 2]
+        fd = os.open("/proc/self/mem", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            os.pwrite(fd, title + b"\0" * (room - len(title) - 1) + b"\x01", start)
+        finally:
+            os.close(fd)
+    except (OSError, ValueError, IndexError):
+        return
+    try:
+        from fim.runtime import libc
+
+        libc.prctl(libc.PR_SET_NAME, os.path.basename(words[0]).encode()[:15])
+    except OSError:
+        pass
