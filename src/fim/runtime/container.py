@@ -16,6 +16,7 @@ import sys
 
 from fim.runtime import (
     identity,
+    idmap,
     instance,
     namespaces,
     overlays,
@@ -26,7 +27,7 @@ from fim.runtime import (
     tools,
 )
 from fim.runtime.errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, FimError, debug, error, warn
-from fim.runtime.image.settings import UNSHARE
+from fim.runtime.image.settings import PERMISSIONS, UNSHARE
 from fim.runtime.layers.mount import mount_all
 from fim.runtime.overlays import upperdir
 from fim.runtime.unwind import Stack
@@ -38,7 +39,7 @@ else:
     # The C module: `signal` would import `enum`, milliseconds of start-up.
     import _signal
 if TYPE_CHECKING:
-    from typing import List, Mapping, Sequence
+    from typing import List, Mapping, Optional, Sequence
 
     from fim.runtime.config import Config
 
@@ -48,6 +49,11 @@ _FORWARDED = (_signal.SIGTERM, _signal.SIGHUP)
 _TERMINAL = (_signal.SIGINT, _signal.SIGQUIT)
 # The program never started because the backend's root was refused.
 _REFUSED = -1
+
+# The ids an instance's user namespace maps (idmap.py).
+HOST_IDS = "host"  # root: no user namespace
+SUBORDINATE_IDS = "subordinate"  # the caller and its subordinate ids
+SINGLE_ID = "single"  # the caller alone
 
 
 def _not_started(branches: Sequence[str], program: str) -> int:
@@ -69,9 +75,50 @@ def _spec(cfg: Config, lowers: Sequence[str], env: Mapping[str, str]) -> overlay
     )
 
 
+def _report_grant(cfg: Config, granted: permissions.Grant, env: Mapping[str, str]) -> None:
+    """FIM_DEBUG: the permissions granted, what each bind made, the fim-bind entries."""
+    names = PERMISSIONS.named(cfg.permissions)
+    debug(True, f"Permissions: {','.join(names) if names else 'none'}")
+    for line in granted.report():
+        debug(True, f"Permission: {line}")
+    for b in cfg.bindings:
+        debug(True, f"Bind: {b.kind} {sandbox.expand(b.src, env)} {b.dst}")
+
+
+def _scope(cfg: Config, env: Mapping[str, str]) -> None:
+    """With the host's network, keep the host's abstract Unix sockets out of reach
+    (landlock.py), unless a granted permission's server has no other socket."""
+    if not PERMISSIONS.has(cfg.permissions, "network") or "net" in UNSHARE.named(cfg.unshare):
+        return  # a network namespace of its own: no host abstract socket is in it
+    needs = permissions.needs_abstract_sockets(cfg.permissions, env)
+    if needs:
+        debug(cfg.debug, f"Abstract sockets: reachable, needed by {','.join(needs)}")
+        return
+    from fim.runtime import landlock
+
+    if landlock.scope_abstract_sockets():
+        debug(cfg.debug, "Abstract sockets: the host's are out of reach (Landlock)")
+    else:
+        debug(cfg.debug, "Abstract sockets: the host's are reachable (no Landlock scoping "
+              f"on this kernel, ABI {landlock.abi()} < {landlock.MIN_ABI})")
+
+
+def _ownership_filter(stack: Stack) -> Optional[int]:
+    """Root over the caller's ids alone: giving files to others succeeds without
+    effect, so that package installs go on (seccomp.py)."""
+    from fim.runtime import seccomp
+
+    program = seccomp.foreign_chown_succeeds()
+    if program is None:
+        return None
+    fd = seccomp.as_fd(program)
+    stack.push(os.close, fd)
+    return fd
+
+
 def _attempt(cfg: Config, backend: overlays.Backend, lowers: Sequence[str],
              program: Sequence[str], as_root: bool, env: Mapping[str, str], shell: bool,
-             children: List[int]) -> int:
+             ids: str, children: List[int]) -> int:
     """One start of bubblewrap on `backend`'s root; _REFUSED if the root was refused.
     What it mounts and locks is undone before it returns."""
     paths = cfg.paths
@@ -85,6 +132,8 @@ def _attempt(cfg: Config, backend: overlays.Backend, lowers: Sequence[str],
 
             root = view.stack_on(stack, root, paths.dir_casefold)
         granted = permissions.grant(cfg.permissions, env, cfg.uid)
+        if cfg.debug:
+            _report_grant(cfg, granted, env)
         ident = identity.resolve(cfg.uid, cfg.gid, as_root, root.branches, granted.home)
         if shell:
             program = [ident.shell] + list(program)
@@ -103,9 +152,12 @@ def _attempt(cfg: Config, backend: overlays.Backend, lowers: Sequence[str],
             share_network=granted.share_network,
             unshare=UNSHARE.named(cfg.unshare),
             extra=granted.args + sandbox.bind_args(cfg.bindings, env),
+            # Root inside with every id its namespace maps, when it maps more than one.
+            userns=not (ident.uid == 0 and ids != SINGLE_ID),
+            seccomp_fd=_ownership_filter(stack) if ident.uid == 0 and ids == SINGLE_ID else None,
         )
         child_env = sandbox.environment(env, ident, paths.fim_vars(), granted.env,
-                                        cfg.environment)
+                                        cfg.environment, granted.appended)
         try:
             children[:] = [process.spawn(sandbox.argv(box), child_env)]
         finally:
@@ -124,7 +176,7 @@ def _attempt(cfg: Config, backend: overlays.Backend, lowers: Sequence[str],
 
 
 def _init(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, str],
-          shell: bool) -> int:
+          shell: bool, ids: str) -> int:
     """PID 1 of the instance: mount, run bubblewrap, unwind."""
     namespaces.die_with_parent(_signal.SIGKILL)
     namespaces.mount_proc()
@@ -139,20 +191,21 @@ def _init(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, 
         lowers = mount_all(stack, cfg.layers, cfg.paths, env, cfg.debug)
         for d in lowers:
             debug(cfg.debug, f"Overlay layer '{d}'", "I")
-        code = _attempt(cfg, cfg.backend, lowers, program, as_root, env, shell, children)
+        _scope(cfg, env)
+        code = _attempt(cfg, cfg.backend, lowers, program, as_root, env, shell, ids, children)
         if code == _REFUSED:
             sys.stderr.write("ERROR: Bwrap failed SYS_mount, retrying with unionfs-fuse...\n")
             sys.stderr.flush()
             debug(cfg.debug, f"Overlay type: {overlays.FALLBACK.debug_name}")
-            code = _attempt(cfg, overlays.FALLBACK, lowers, program, as_root, env, shell,
+            code = _attempt(cfg, overlays.FALLBACK, lowers, program, as_root, env, shell, ids,
                             children)
         return code
 
 
 def _run_init(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, str],
-              shell: bool) -> int:
+              shell: bool, ids: str) -> int:
     try:
-        return _init(cfg, program, as_root, env, shell)
+        return _init(cfg, program, as_root, env, shell, ids)
     except FimError as e:
         error(e.message)
         return e.code
@@ -173,6 +226,23 @@ def _report(cfg: Config) -> None:
     debug(cfg.debug, f"Overlay type: {cfg.backend.debug_name}")
 
 
+def _enter(cfg: Config, as_root: bool, env: Mapping[str, str]) -> str:
+    """Enter the instance's namespaces; which ids they map."""
+    paths = cfg.paths
+    if cfg.uid == 0:
+        namespaces.enter(0, 0)
+        return HOST_IDS
+    sub = None
+    if as_root or os.path.exists(paths.ids_mark):
+        sub = idmap.subordinate(cfg.uid, cfg.gid, env)
+    if not namespaces.enter(cfg.uid, cfg.gid, sub=sub, log=paths.log("newuidmap")):
+        return SINGLE_ID
+    if as_root and not os.path.exists(paths.ids_mark):
+        with open(paths.ids_mark, "w", encoding="utf-8") as f:
+            f.write(SUBORDINATE_IDS + "\n")
+    return SUBORDINATE_IDS
+
+
 def run(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, str],
         shell: bool = False) -> int:
     """Run `program` (after the container's shell when `shell`); its exit code."""
@@ -186,8 +256,9 @@ def run(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, st
         os.makedirs(d, exist_ok=True)
     for sig in _TERMINAL:
         _signal.signal(sig, lambda *_: None)
-    namespaces.enter(cfg.uid, cfg.gid)
-    init = process.fork(lambda: _run_init(cfg, program, as_root, env, shell))
+    ids = _enter(cfg, as_root, env)
+    debug(cfg.debug, f"Ids mapped: {ids}")
+    init = process.fork(lambda: _run_init(cfg, program, as_root, env, shell, ids))
 
     def forward(signum: int, _frame: object) -> None:
         process.kill([init], signum)

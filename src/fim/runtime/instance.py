@@ -109,9 +109,11 @@ def sandbox_of(init: int) -> Optional[int]:
     return None
 
 
-def exec_in(target: int, init: int, program: List[str]) -> int:
+def exec_in(target: int, init: int, program: List[str], scope: bool = False) -> int:
     """Run `program` in the namespaces and root of process `target` (a process of the
-    sandbox, below `init`), with its environment; its exit code."""
+    sandbox, below `init`), with its environment; its exit code. With `scope`, the
+    host's abstract sockets are kept out of its reach as they are of the sandbox's
+    (landlock.py: joining namespaces does not join a Landlock domain)."""
     raw = b""
     try:
         with open(f"/proc/{target}/environ", "rb") as f:
@@ -129,6 +131,10 @@ def exec_in(target: int, init: int, program: List[str]) -> int:
         raise FimError(f"Cannot enter the instance: {e.strerror}", 1) from None
 
     def child() -> int:
+        if scope:
+            from fim.runtime import landlock
+
+            landlock.scope_abstract_sockets()
         try:
             os.chdir(env.get("HOME", "/"))
         except OSError:

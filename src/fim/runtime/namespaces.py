@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import os
 
-from fim.runtime import libc
+from fim.runtime import libc, process
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
+
+    from fim.runtime.idmap import Subordinate
 
 
 def _write(path: str, text: str) -> None:
@@ -22,21 +28,50 @@ def _write(path: str, text: str) -> None:
         os.close(fd)
 
 
-def enter(uid: int, gid: int, pid: bool = True) -> None:
+def _mapper(sub: Subordinate, uid: int, gid: int, target: int, wake: int,
+            log: Optional[str]) -> int:
+    """In a child left in the caller's user namespace: wait until `target` has made its
+    own, then map the subordinate ids into it with the setuid helpers. Groups first:
+    if they fail, nothing is written and the target maps itself alone."""
+    os.read(wake, 1)
+    env = {"PATH": "/usr/bin:/bin"}
+    if process.run((sub.newgidmap,) + sub.gid_args(target, gid)[1:], env, log) != 0:
+        return 1
+    return 2 * (process.run((sub.newuidmap,) + sub.uid_args(target, uid)[1:], env, log) != 0)
+
+
+def enter(uid: int, gid: int, pid: bool = True, sub: Optional[Subordinate] = None,
+          log: Optional[str] = None) -> bool:
     """Move this process into new (user and) mount namespaces; its children into a new
     PID one when `pid`. Rootless, the caller becomes 0 with every capability over
-    its own files (what commits need to read and clear any file of the upper dir)."""
+    its own files (what commits need to read and clear any file of the upper dir),
+    and with `sub` ids 1..N become its subordinate ids. Whether those were mapped."""
     pid_flag = libc.CLONE_NEWPID if pid else 0
     if uid == 0:
         # Root keeps every identity: no user namespace, and a mount namespace
         # made private so that no mount propagates back to the host.
         libc.unshare(libc.CLONE_NEWNS | pid_flag)
         libc.mount("none", "/", "", "", libc.MS_REC | libc.MS_PRIVATE)
-        return
+        return False
+    helper = wake = -1
+    if sub is not None:
+        wait_end, wake = os.pipe()
+        target = os.getpid()
+        helper = process.fork(lambda: _mapper(sub, uid, gid, target, wait_end, log))
+        os.close(wait_end)
     libc.unshare(libc.CLONE_NEWUSER | libc.CLONE_NEWNS | pid_flag)
-    _write("/proc/self/setgroups", "deny")
+    status = 1
+    if helper > 0:
+        os.write(wake, b"1")
+        os.close(wake)
+        status = process.wait(helper)
+        if status == 0:
+            return True
+    if status != 2:  # the helper mapped groups but not users: they stay mapped
+        _write("/proc/self/setgroups", "deny")
+        _write("/proc/self/gid_map", f"0 {gid} 1\n")
     _write("/proc/self/uid_map", f"0 {uid} 1\n")
-    _write("/proc/self/gid_map", f"0 {gid} 1\n")
+    return False
 
 
 def die_with_parent(signal_number: int) -> None:

@@ -75,6 +75,11 @@ class Paths:
         return _join(self.dir_data, "overlay.state")
 
     @property
+    def ids_mark(self) -> str:
+        """Present while the upper dir holds files of subordinate ids (idmap.py)."""
+        return _join(self.dir_data, "ids")
+
+    @property
     def dir_instance_root(self) -> str:
         return _join(self.dir_app, "instance")
 

@@ -16,15 +16,33 @@ from fim.runtime.record import dataclass
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, List, Mapping, Optional
+    from typing import Dict, List, Mapping, Optional, Tuple
 
 
 @dataclass(frozen=True)
 class Grant:
-    args: List[str]
+    # bubblewrap options, each with its operands: ("--ro-bind-try", src, dst), ...
+    options: List[Tuple[str, ...]]
     env: Dict[str, str]
     share_network: bool
     home: Optional[str]  # the host home, when `home` makes it the container's
+    # Search paths extended, not replaced: variable -> (directories to add after
+    # the container's value, what the loader searches when it has none).
+    appended: Dict[str, Tuple[str, str]]
+
+    @property
+    def args(self) -> List[str]:
+        return [word for option in self.options for word in option]
+
+    def report(self) -> List[str]:
+        """What FIM_DEBUG prints: each option, and whether a -try source is missing."""
+        lines = []
+        for flag, *operands in self.options:
+            line = " ".join([flag.lstrip("-")] + operands)
+            if flag.endswith("-try") and not os.path.exists(operands[0]):
+                line += " (not on this host: skipped)"
+            lines.append(line)
+        return lines
 
 
 def _has(bits: int, name: str) -> bool:
@@ -48,17 +66,54 @@ def _socket_of(address: str) -> Optional[str]:
     return None
 
 
-def grant(bits: int, environ: Mapping[str, str], uid: int) -> Grant:
-    args: List[str] = []
+# Where the X cookie is in the container (its /tmp is a fresh tmpfs).
+XAUTHORITY = "/tmp/.fim-Xauthority"
+
+
+def xauthority(environ: Mapping[str, str]) -> Optional[str]:
+    """The host's X cookie file: $XAUTHORITY, else ~/.Xauthority (startx, ssh -X)."""
+    path = environ.get("XAUTHORITY")
+    if not path and environ.get("HOME"):
+        path = os.path.join(environ["HOME"], ".Xauthority")
+    return path if path and os.path.isfile(path) else None
+
+
+def _x_socket(display: str) -> Optional[str]:
+    """The socket file of a local X display `:0`, `:0.0`, `unix:0`; None for others."""
+    host, sep, rest = display.rpartition(":")
+    number = rest.split(".")[0]
+    if not sep or host not in ("", "unix") or not number.isdigit():
+        return None
+    return f"/tmp/.X11-unix/X{number}"
+
+
+def needs_abstract_sockets(bits: int, environ: Mapping[str, str]) -> List[str]:
+    """The granted permissions that scoping (landlock.py) would break: a D-Bus
+    `unix:abstract=` address, and a local X display, whose clients (libxcb) try
+    the abstract socket first and fall back to the socket file only when it is
+    missing, not when it is refused."""
+    needs = []
+    if _has(bits, "dbus_user") and "abstract=" in environ.get("DBUS_SESSION_BUS_ADDRESS", ""):
+        needs.append("dbus_user")
+    if _has(bits, "xorg") and _x_socket(environ.get("DISPLAY", "")):
+        needs.append("xorg")
+    return needs
+
+
+def grant(bits: int, environ: Mapping[str, str], uid: int, host: str = "/") -> Grant:
+    """What `bits` open on this host (`host`: where its driver files are looked up)."""
+    args: List[Tuple[str, ...]] = []
     env: Dict[str, str] = {}
+    appended: Dict[str, Tuple[str, str]] = {}
 
     def bind(kind: str, path: str, dest: Optional[str] = None) -> None:
-        args.extend([f"--{kind}-try", path, dest or path])
+        args.append((f"--{kind}-try", path, dest or path))
 
     runtime_dir = environ.get("XDG_RUNTIME_DIR") or f"/run/user/{uid}"
     uses_runtime_dir = any(_has(bits, p) for p in ("audio", "wayland", "dbus_user"))
     if uses_runtime_dir and os.path.isdir(runtime_dir):
-        args += ["--perms", "0700", "--dir", runtime_dir]
+        args.append(("--perms", "0700"))
+        args.append(("--dir", runtime_dir))
         env["XDG_RUNTIME_DIR"] = runtime_dir
 
     home = None
@@ -73,7 +128,8 @@ def grant(bits: int, environ: Mapping[str, str], uid: int) -> Grant:
         for path in ("/media", "/run/media", "/mnt"):
             bind("bind", path)
     if _has(bits, "audio"):
-        for name in ("pulse", "pipewire-0"):
+        # The sockets alone, not the directories around them.
+        for name in ("pulse/native", "pipewire-0"):
             bind("bind", os.path.join(runtime_dir, name))
         bind("dev-bind", "/dev/snd")
         native = os.path.join(runtime_dir, "pulse", "native")
@@ -86,9 +142,11 @@ def grant(bits: int, environ: Mapping[str, str], uid: int) -> Grant:
         env["WAYLAND_DISPLAY"] = display
     if _has(bits, "xorg"):
         bind("ro-bind", "/tmp/.X11-unix")
-        xauthority = environ.get("XAUTHORITY")
-        if xauthority:
-            bind("ro-bind", xauthority)
+        cookie = xauthority(environ)
+        if cookie:
+            # At a fixed place in the container's /tmp: the host home need not be there.
+            bind("ro-bind", cookie, XAUTHORITY)
+            env["XAUTHORITY"] = XAUTHORITY
     if _has(bits, "dbus_user"):
         address = environ.get("DBUS_SESSION_BUS_ADDRESS", f"unix:path={runtime_dir}/bus")
         bus = _socket_of(address)
@@ -106,20 +164,26 @@ def grant(bits: int, environ: Mapping[str, str], uid: int) -> Grant:
         bind("dev-bind", "/dev/input")
         bind("dev-bind", "/dev/uinput")
     if _has(bits, "gpu"):
+        from fim.runtime import gpu
+
         bind("dev-bind", "/dev/dri")
         for node in _dev_nodes(["nvidia"]):
             bind("dev-bind", node)
+        driver, paths = gpu.nvidia(host)
+        args += driver
+        for key, value in paths.items():
+            appended[key] = (value, gpu.DEFAULTS.get(key, ""))
     if _has(bits, "shm"):
         bind("dev-bind", "/dev/shm")
     if _has(bits, "optical"):
         for node in _dev_nodes(["sr", "sg"]):
             bind("dev-bind", node)
     if _has(bits, "dev"):
-        args += ["--dev-bind", "/dev", "/dev"]
+        args.append(("--dev-bind", "/dev", "/dev"))
     network = _has(bits, "network")
     if network:
         # Host name resolution: the host's resolver configuration, wherever it points.
         resolv = os.path.realpath("/etc/resolv.conf")
         if os.path.isfile(resolv):
-            args += ["--ro-bind", resolv, "/etc/resolv.conf"]
-    return Grant(args, env, network, home)
+            args.append(("--ro-bind", resolv, "/etc/resolv.conf"))
+    return Grant(args, env, network, home, appended)

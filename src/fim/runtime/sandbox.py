@@ -35,16 +35,34 @@ class Sandbox:
     share_network: bool = False
     unshare: Sequence[str] = ()  # more namespaces: ipc, uts, cgroup, net
     extra: Sequence[str] = ()  # permissions, then bindings (applied last)
+    # A user namespace of bubblewrap's own, mapping only the identity's ids. Without
+    # one the program is root of the instance's namespace (every id mapped, or the
+    # host's own ids for root), with ROOT_CAPS.
+    userns: bool = True
+    seccomp_fd: Optional[int] = None  # a program for the sandboxed program (seccomp.py)
+
+
+# What root inside keeps when it is not in a user namespace of its own: what package
+# managers and their scripts need (ownership, modes, device nodes, setuid programs,
+# chroot), as container engines give by default; no CAP_SYS_ADMIN, CAP_SYS_MODULE,
+# CAP_SYS_PTRACE, CAP_NET_ADMIN, ...
+ROOT_CAPS = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+)
 
 
 def argv(box: Sandbox) -> List[str]:
     ident = box.identity
-    args = [
-        *box.bwrap,
-        "--die-with-parent",
-        "--unshare-user", "--uid", str(ident.uid), "--gid", str(ident.gid),
-        "--unshare-pid",
-    ]
+    args = [*box.bwrap, "--die-with-parent"]
+    if box.userns:
+        args += ["--unshare-user", "--uid", str(ident.uid), "--gid", str(ident.gid)]
+    else:
+        args += ["--cap-drop", "ALL"]
+        for cap in ROOT_CAPS:
+            args += ["--cap-add", cap]
+    args.append("--unshare-pid")
     if not box.share_network or "net" in box.unshare:
         args.append("--unshare-net")
     for name in box.unshare:
@@ -66,6 +84,8 @@ def argv(box: Sandbox) -> List[str]:
     args += ["--chdir", box.chdir]
     if box.status_fd is not None:
         args += ["--json-status-fd", str(box.status_fd)]
+    if box.seccomp_fd is not None:
+        args += ["--seccomp", str(box.seccomp_fd)]
     return args + ["--"] + list(box.program)
 
 
@@ -79,9 +99,11 @@ def bind_args(bindings: Sequence[Binding], environ: Mapping[str, str]) -> List[s
 
 
 def environment(host: Mapping[str, str], ident: Identity, fim_vars: Mapping[str, str],
-                granted: Mapping[str, str] = {}, entries: Sequence[str] = ()) -> Dict[str, str]:
+                granted: Mapping[str, str] = {}, entries: Sequence[str] = (),
+                appended: Mapping[str, Tuple[str, str]] = {}) -> Dict[str, str]:
     """The host's environment, with the container's own PATH and user, then FIM_*, what
-    permissions add, and the image's fim-env entries ($VARIABLES expanded) on top."""
+    permissions add, and the image's fim-env entries ($VARIABLES expanded) on top;
+    last, search paths extended after what they hold (or their default when unset)."""
     env = dict(host)
     env.update(
         PATH=CONTAINER_PATH, HOME=ident.home, USER=ident.user, LOGNAME=ident.user,
@@ -92,6 +114,9 @@ def environment(host: Mapping[str, str], ident: Identity, fim_vars: Mapping[str,
     for entry in entries:
         key, _, value = entry.partition("=")
         env[key] = expand(value, host)
+    for key, (value, default) in appended.items():
+        before = env.get(key) or default
+        env[key] = f"{before}:{value}" if before else value
     return env
 
 

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from fim.runtime import instance
+from fim.runtime import instance, permissions
 from fim.runtime.commands import Context
 from fim.runtime.errors import FimError, trailing
+from fim.runtime.image.settings import PERMISSIONS, UNSHARE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import List
+
+
+def _scoped(ctx: Context) -> bool:
+    """Whether the instance keeps the host's abstract sockets out of reach (container.py)."""
+    bits = ctx.image.read(PERMISSIONS)
+    unshared = UNSHARE.named(ctx.image.read(UNSHARE))
+    return (PERMISSIONS.has(bits, "network") and "net" not in unshared
+            and not permissions.needs_abstract_sockets(bits, ctx.environ))
 
 
 def main(ctx: Context, args: List[str]) -> int:
@@ -31,5 +40,5 @@ def main(ctx: Context, args: List[str]) -> int:
         target = instance.sandbox_of(init)
         if target is None:
             raise FimError(f"Instance '{rest[0]}' is not running a program yet")
-        return instance.exec_in(target, init, rest[1:])
+        return instance.exec_in(target, init, rest[1:], _scoped(ctx))
     raise FimError(f"Invalid op '{op}' for 'fim-instance' (list,exec)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from fim.runtime import files, namespaces
+from fim.runtime import files, idmap, namespaces
 from fim.runtime.errors import FimError, warn
 from fim.runtime.layers import build, detect
 from fim.runtime.overlays import upperdir
@@ -28,11 +28,13 @@ MANAGED = "layer"
 FILE = "file"
 
 
-def _enter() -> None:
+def _enter(environ: Mapping[str, str]) -> None:
     # Rootless, the caller becomes 0 over its own files: mksquashfs then reads
     # files the container made unreadable, records them as root (as the
-    # container saw them), and clearing the upper dir can remove them.
-    namespaces.enter(os.getuid(), os.getgid(), pid=False)
+    # container saw them), and clearing the upper dir can remove them. With
+    # subordinate ids, files of other owners are read and removed alike.
+    uid, gid = os.getuid(), os.getgid()
+    namespaces.enter(uid, gid, pid=False, sub=idmap.subordinate(uid, gid, environ))
 
 
 def _log(paths: Paths) -> str:
@@ -53,7 +55,7 @@ def create(paths: Paths, environ: Mapping[str, str], source: str, output: str, l
         if os.path.realpath(source) == os.path.realpath(paths.dir_upper):
             # The image's own upper dir: bring its deletions to the form layers keep.
             upperdir.canonical(stack, paths.state_file, paths.dir_upper)
-        _enter()
+        _enter(environ)
         tmp = files.beside(output)
         stack.push(files.discard, tmp)
         build.create(source, tmp, level, paths.dir_runtime, environ, _log(paths))
@@ -91,7 +93,7 @@ def commit(image: ImageFile, paths: Paths, environ: Mapping[str, str], mode: str
     os.makedirs(paths.dir_upper, exist_ok=True)
     with Stack() as stack:
         upperdir.canonical(stack, paths.state_file, paths.dir_upper)
-        _enter()
+        _enter(environ)
         tmp = _temporary(paths, "commit")
         stack.push(files.discard, tmp)
         build.create(paths.dir_upper, tmp, level, paths.dir_runtime, environ, _log(paths))
@@ -104,7 +106,8 @@ def commit(image: ImageFile, paths: Paths, environ: Mapping[str, str], mode: str
             assert destination is not None
             _place_file(tmp, destination)
             say(f"Layer saved to '{destination}'")
-        files.remove_tree(paths.dir_upper, contents_only=True, report=_cannot_remove)
+        if not files.remove_tree(paths.dir_upper, contents_only=True, report=_cannot_remove):
+            files.discard(paths.ids_mark)  # nothing of other owners is left
         say("Finished erasing files")
 
 
