@@ -60,6 +60,25 @@ def fim(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fim", *args], capture_output=True, text=True)
 
 
+# Debian root filesystems the slow tests build once and keep for later runs.
+CACHE = Path("/var/tmp/fim-test-cache")
+
+
+def cached_rootfs(name: str, include: str) -> Path:
+    """A Debian bookworm minbase with the packages `include` (comma-separated)."""
+    if os.getuid() != 0:
+        pytest.skip("making a Debian root filesystem needs root")
+    root = CACHE / name
+    stamp = CACHE / f"{name}.done"
+    if not stamp.exists():
+        shutil.rmtree(root, ignore_errors=True)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        r = fim("rootfs", "debian", str(root), "--include", include)
+        assert r.returncode == 0, r.stderr
+        stamp.touch()
+    return root
+
+
 # Files in layer 0 that tests change, delete, rename and replace.
 BASE_TREE = {
     "opt/base/keep": "keep\n",
@@ -108,6 +127,20 @@ def _ensure_user() -> Optional[pwd.struct_passwd]:
         return None
     subprocess.run(["useradd", "-M", "-s", "/bin/sh", TEST_USER], check=True)
     return pwd.getpwnam(TEST_USER)
+
+
+def ensure_subordinate_ids() -> bool:
+    """Give the test user subordinate ids (as rootless podman needs) if it has none."""
+    from fim.runtime import idmap
+
+    entry = pwd.getpwnam(TEST_USER)
+    if all(idmap.ranges(f, TEST_USER, entry.pw_uid) for f in ("/etc/subuid", "/etc/subgid")):
+        return True
+    if os.getuid() != 0 or shutil.which("usermod") is None:
+        return False
+    r = subprocess.run(["usermod", "--add-subuids", "300000-365535", "--add-subgids",
+                        "300000-365535", TEST_USER], capture_output=True)
+    return r.returncode == 0
 
 
 @pytest.fixture(scope="session")

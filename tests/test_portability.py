@@ -18,11 +18,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TEST_USER, Runner
+from conftest import TEST_USER, Runner, cached_rootfs
 
 pytestmark = pytest.mark.slow
 
-CACHE = Path("/var/tmp/fim-test-cache")
 NOT_ON_HOST = ("bwrap", "squashfuse", "squashfuse_ll", "fuse-overlayfs", "unionfs",
                "mksquashfs")
 
@@ -33,18 +32,8 @@ def fim(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def debian_root() -> Path:
-    """Debian bookworm minbase with python3 and fuse3, made once and kept for reruns."""
-    if os.getuid() != 0:
-        pytest.skip("making a Debian root filesystem needs root")
-    root = CACHE / "debian-bookworm-python3-fuse3"
-    stamp = CACHE / "debian-bookworm-python3-fuse3.done"
-    if not stamp.exists():
-        shutil.rmtree(root, ignore_errors=True)
-        CACHE.mkdir(parents=True, exist_ok=True)
-        r = fim("rootfs", "debian", str(root), "--include", "python3,fuse3")
-        assert r.returncode == 0, r.stderr
-        stamp.touch()
-    return root
+    """Debian bookworm minbase with python3 and fuse3."""
+    return cached_rootfs("debian-bookworm-python3-fuse3", "python3,fuse3")
 
 
 @pytest.fixture(scope="session")
