@@ -1,11 +1,18 @@
 #!/bin/sh
 # Install everything fim needs on Debian/Ubuntu: system tools (as root), then the
-# Python package with its test tools in .venv. Safe to run again: it only does
-# what is missing.
+# Python package with its test tools in .venv. With `test`, also the servers and
+# tools the end-to-end tests run against. Safe to run again: it only does what is
+# missing.
 set -eu
 cd "$(dirname "$0")/.."
 
-PACKAGES="python3 python3-venv squashfs-tools squashfuse fuse3 fuse-overlayfs unionfs-fuse busybox-static util-linux mmdebstrap zstd"
+# uidmap: newuidmap/newgidmap, for ordinary users' subordinate ids (package installs).
+PACKAGES="python3 python3-venv squashfs-tools squashfuse fuse3 fuse-overlayfs unionfs-fuse busybox-static util-linux mmdebstrap zstd uidmap"
+# Real X11, Wayland, audio and D-Bus servers; gcc builds a made-up GPU driver.
+TEST_PACKAGES="xvfb xauth x11-utils weston pulseaudio dbus gcc libc6-dev"
+if [ "${1:-}" = test ]; then
+  PACKAGES="$PACKAGES $TEST_PACKAGES"
+fi
 
 missing=""
 for p in $PACKAGES; do

@@ -4,5 +4,5 @@
 # cases through it.
 set -eu
 cd "$(dirname "$0")/.."
-./scripts/install.sh
+./scripts/install.sh test
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -68,6 +68,13 @@ def cached_rootfs(name: str, include: str) -> Path:
     """A Debian bookworm minbase with the packages `include` (comma-separated)."""
     if os.getuid() != 0:
         pytest.skip("making a Debian root filesystem needs root")
+    import hashlib
+
+    from fim.builder import rootfs
+
+    # A tree made before the builder's adjustments changed is made again.
+    made_by = hashlib.sha256((rootfs.APT_SANDBOX + rootfs.APT_SMALL).encode()).hexdigest()[:8]
+    name = f"{name}-{made_by}"
     root = CACHE / name
     stamp = CACHE / f"{name}.done"
     if not stamp.exists():

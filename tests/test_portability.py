@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -91,35 +92,66 @@ def test_image_runs_where_the_host_has_no_tools(built_image: Path, debian_root: 
 WALKTHROUGH = """set -e
 ./debian.flatimage fim-perms add network
 ./debian.flatimage fim-root apt-get update -q >/dev/null
-./debian.flatimage fim-root apt-get install -y -q jq >/dev/null
+./debian.flatimage fim-root apt-get install -y -q x11-apps >/dev/null
+./debian.flatimage fim-root sh -c 'rm -rf /var/lib/apt/lists/*'
 ./debian.flatimage fim-layer commit binary
-./debian.flatimage fim-boot set jq
-mkdir -p elsewhere && cp debian.flatimage elsewhere/jq.flatimage
+./debian.flatimage fim-perms set xorg
+./debian.flatimage fim-boot set xeyes
+mkdir -p elsewhere && cp debian.flatimage elsewhere/xeyes.flatimage
 rm -rf .debian.flatimage.data
-echo '{"tool": "jq", "works": [1, 2]}' | elsewhere/jq.flatimage -c .works
 """
+
+
+def _window_appears(display: str, cookie: Path, name: str) -> bool:
+    env = {**os.environ, "DISPLAY": display, "XAUTHORITY": str(cookie)}
+    for _ in range(100):
+        r = subprocess.run(["xwininfo", "-root", "-tree"], env=env, capture_output=True,
+                           text=True)
+        if f'"{name}"' in r.stdout:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def test_debian_apt_commit_and_the_walkthrough(debian_image: Path, tmp_path: Path,
                                                unprivileged: Runner) -> None:
+    """The README's walk-through; its last step, as another user in another
+    directory, opens xeyes on a real X server with that user's cookie."""
     if os.getuid() != 0:
         pytest.skip("the walk-through hands the file to another user: needs root")
+    if shutil.which("Xvfb") is None or shutil.which("xauth") is None \
+            or shutil.which("xwininfo") is None:
+        pytest.skip("Xvfb, xauth and xwininfo are needed")
     workdir = tmp_path
     shutil.copy2(debian_image, workdir / "debian.flatimage")
     r = subprocess.run(["sh", "-ec", WALKTHROUGH], cwd=workdir, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.splitlines()[-1] == "[1,2]"
-    # Another user, another directory: the single file is all it takes.
     other = Path(f"/tmp/fim-test-{TEST_USER}-walkthrough")
     shutil.rmtree(other, ignore_errors=True)
-    other.mkdir()
-    shutil.copy2(workdir / "elsewhere/jq.flatimage", other / "jq.flatimage")
+    (other / "home").mkdir(parents=True)
+    shutil.copy2(workdir / "elsewhere/xeyes.flatimage", other / "xeyes.flatimage")
+    display = f":{150 + os.getpid() % 20}"
+    cookie = other / "home/.Xauthority"
+    subprocess.run(["xauth", "-f", str(cookie), "add", display, ".", os.urandom(16).hex()],
+                   check=True, capture_output=True)
     subprocess.run(["chown", "-R", TEST_USER, str(other)], check=True)
+    server = subprocess.Popen(["Xvfb", display, "-auth", str(cookie), "-nolisten", "tcp"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    app = None
     try:
-        r = unprivileged.run([str(other / "jq.flatimage"), "-n", "[1,2] | add"])
-        assert (r.returncode, r.stdout) == (0, "3\n"), r.stderr
-        r = unprivileged.run([str(other / "jq.flatimage"), "fim-exec", "id", "-u"])
+        env = {**os.environ, "HOME": str(other / "home"), "DISPLAY": display}
+        env.pop("XAUTHORITY", None)
+        app = subprocess.Popen(unprivileged.argv([str(other / "xeyes.flatimage")]), env=env,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        assert _window_appears(display, cookie, "xeyes"), app.poll()
+        r = unprivileged.run([str(other / "xeyes.flatimage"), "fim-exec", "id", "-u"])
         assert r.stdout.strip() == str(unprivileged.uid)
     finally:
+        if app is not None:
+            app.terminate()
+            app.wait(timeout=30)
+        server.terminate()
+        server.wait(timeout=30)
         shutil.rmtree(other, ignore_errors=True)

@@ -13,7 +13,7 @@ def _box(**kw: object) -> sandbox.Sandbox:
                         passwd="/i/passwd", group="/i/group", chdir="/home/ann", status_fd=5,
                         program=["prog", "a b"])
     values.update(kw)
-    return sandbox.Sandbox(**values)  # type: ignore[arg-type]
+    return sandbox.Sandbox(**values)
 
 
 def _pairs(argv: list, flag: str) -> list:

@@ -4,7 +4,7 @@ interpreter of the instructions it uses (the kernel runs it in the install tests
 from __future__ import annotations
 
 import struct
-from typing import List, Tuple
+from typing import List, Optional, Tuple, Union
 
 import pytest
 
@@ -34,7 +34,8 @@ def _run(program: bytes, arch: int, nr: int, args: Tuple[int, ...]) -> int:
 
 
 def test_labels_become_forward_offsets() -> None:
-    code = [(0x20, None, None, 4), (0x15, "b", "a", 7), "a", (0x06, None, None, 1), "b",
+    code: List[Union[Tuple[int, Optional[str], Optional[str], int], str]] = [
+        (0x20, None, None, 4), (0x15, "b", "a", 7), "a", (0x06, None, None, 1), "b",
             (0x06, None, None, 2)]
     assert _decode(seccomp.assemble(code)) == [(0x20, 0, 0, 4), (0x15, 1, 0, 7),
                                                (0x06, 0, 0, 1), (0x06, 0, 0, 2)]

@@ -75,8 +75,20 @@ def busybox(dest: Path) -> None:
 
 DEFAULT_MIRRORS = ("http://deb.debian.org/debian", "https://deb.debian.org/debian")
 APT_SANDBOX = (
-    "// A fim container maps one user id: apt cannot drop to _apt there.\n"
+    "// Run by an ordinary user without subordinate ids, a fim container maps one\n"
+    "// user id: apt cannot drop to _apt there.\n"
     'APT::Sandbox::User "root";\n'
+)
+# What `fim-layer commit` would otherwise carry into every layer: downloaded
+# packages (deleted once installed), apt's binary caches (80 MB, rebuilt when
+# apt runs) and translations, as Debian's own container images leave them out.
+# The lists stay uncompressed: SquashFS's zstd packs them smaller than apt's
+# own lz4 (docs/layers.md).
+APT_SMALL = (
+    'APT::Keep-Downloaded-Packages "false";\n'
+    'Dir::Cache::pkgcache "";\n'
+    'Dir::Cache::srcpkgcache "";\n'
+    'Acquire::Languages "none";\n'
 )
 
 
@@ -146,6 +158,7 @@ def prepare_debian(root: Path) -> None:
     conf = root / "etc/apt/apt.conf.d"
     conf.mkdir(parents=True, exist_ok=True)
     (conf / "99fim-sandbox").write_text(APT_SANDBOX)
+    (conf / "99fim-small-layers").write_text(APT_SMALL)
     for path in [root] + list(root.rglob("*")):
         st = path.lstat()
         if st.st_uid != 0 or st.st_gid != 0:
