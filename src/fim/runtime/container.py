@@ -16,7 +16,6 @@ import sys
 
 from fim.runtime import (
     identity,
-    idmap,
     instance,
     namespaces,
     overlays,
@@ -234,6 +233,8 @@ def _enter(cfg: Config, as_root: bool, env: Mapping[str, str]) -> str:
         return HOST_IDS
     sub = None
     if as_root or os.path.exists(paths.ids_mark):
+        from fim.runtime import idmap
+
         sub = idmap.subordinate(cfg.uid, cfg.gid, env)
     if not namespaces.enter(cfg.uid, cfg.gid, sub=sub, log=paths.log("newuidmap")):
         return SINGLE_ID
