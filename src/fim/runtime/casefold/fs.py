@@ -100,7 +100,7 @@ class CaseFold:
         self.euid = os.geteuid()
         self.egid = os.getegid()
         names = self.names = NameIndex(source_fd)
-        self.nodes = NodeTable(os.fstat(source_fd), names.forget_dirs)
+        self.nodes = NodeTable(os.fstat(source_fd), names.forget_dirs, names.lstat)
         self.lstat = names.lstat  # bound once: SOURCE's lstat, shared with the name index
         self.listings: Dict[int, Optional[List[bytes]]] = {}  # directory fh -> dirents
         self.calls: Dict[str, Callable[..., int]] = {}
@@ -159,18 +159,27 @@ class CaseFold:
         if nodes.aliases:
             node = nodes.ids.get(nodeid)
             if node is not None:
-                self.touched_file(node.key[0], node.key[1], node)
+                self.inval(nodes.others(node))
 
-    def touched_file(self, dev: int, ino: int, skip: Optional[Node] = None) -> None:
+    def touched_file(self, dev: int, ino: int, path: Optional[str],
+                     skip: Optional[Node] = None) -> None:
         nodes = self.nodes
-        if (dev, ino) not in nodes.aliases:
-            return
-        for node in nodes.related(dev, ino):
-            if node is not skip:
-                try:
-                    os.write(self.dev, P.inval_inode(node.nodeid, -1))
-                except OSError:
-                    pass  # ENOENT: the kernel no longer holds it
+        if nodes.aliases:
+            self.inval([n for n in nodes.related(dev, ino, path) if n is not skip])
+
+    def inval(self, changed: List[Node]) -> None:
+        for node in changed:
+            try:
+                os.write(self.dev, P.inval_inode(node.nodeid, -1))
+            except OSError:
+                pass  # ENOENT: the kernel no longer holds it
+
+    def invalidate(self, changed: List[Node]) -> None:
+        """After an unlink or rename changed the paths of several nodes (other spellings,
+        other links): the kernel drops what it holds of them, and looks them up again.
+        With one node changed, that is the one the kernel acted on."""
+        if len(changed) > 1:
+            self.inval(list(set(changed)))
 
     def entry(self, node: Node, st: os.stat_result) -> bytes:
         valid = TIMEOUT if node.exact else 0
@@ -350,8 +359,10 @@ class CaseFold:
             os.link(source, path, src_dir_fd=self.fd, dst_dir_fd=self.fd, follow_symlinks=False)
             st = self.lstat(path)
             names.cache_after(parent, table, add=name)
-            node = nodes.remember(path, st, None)
-        self.touched_file(st.st_dev, st.st_ino, node)
+            # One node for both names, the file's node of exact names (as the kernel
+            # keeps one inode per file).
+            node = nodes.linked(source, path, st)
+        self.touched_file(st.st_dev, st.st_ino, path, node)
         return self.entry(node, st)
 
     def unlink(self, w: Worker, unique: int, nodeid: int, n: int) -> Optional[bytes]:
@@ -372,7 +383,9 @@ class CaseFold:
             nodes.gen += 1
             names.cache_after(parent, table, remove=real)
             nodes.unlinked(path, st)
-        self.touched_file(st.st_dev, st.st_ino)
+            changed = nodes.take_changed()
+        self.invalidate(changed)
+        self.touched_file(st.st_dev, st.st_ino, path)
         return b""
 
     def rename(self, w: Worker, unique: int, nodeid: int, n: int) -> Optional[bytes]:
@@ -403,7 +416,8 @@ class CaseFold:
                 os.rename(old_path, dest, src_dir_fd=self.fd, dst_dir_fd=self.fd)
                 nodes.gen += 1
                 names.cache_after(old_parent, table, remove=old_real, add=newname)
-                nodes.moved(old_path, dest, old_st, nodes.kernel_node(old_st, oldname, old_real))
+                mover = nodes.kernel_node(old_path, old_st, oldname, old_real)
+                nodes.moved(old_path, dest, old_st, mover)
             elif flags & P.RENAME_EXCHANGE:
                 if target is None:
                     raise fail(ENOENT)
@@ -412,8 +426,10 @@ class CaseFold:
                 if target is not None and flags & P.RENAME_NOREPLACE:
                     raise fail(EEXIST)
                 self.replace(old_parent, old_real, old_path, old_st, new_parent, newname,
-                             target, flags, nodes.kernel_node(old_st, oldname, old_real))
-        self.touched_file(old_st.st_dev, old_st.st_ino)
+                             target, flags, nodes.kernel_node(old_path, old_st, oldname, old_real))
+            changed = nodes.take_changed()
+        self.invalidate(changed)
+        self.touched_file(old_st.st_dev, old_st.st_ino, dest)
         return b""
 
     def replace(self, old_parent: str, old_real: str, old_path: str, old_st: os.stat_result,
