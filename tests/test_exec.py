@@ -174,3 +174,48 @@ def test_debug_lines(image: Path, runner: Runner) -> None:
     mounting = [ln for ln in lines if ln.startswith("D::Mounting layer from ")]
     assert len(mounting) == 1 and f"'{image}'" in mounting[0]
     assert any(ln.startswith("I::Overlay layer '") and ln.endswith("/layers/0'") for ln in lines)
+
+
+# A helper left behind that saves its state when told to end, as wineserver does.
+HELPER = ("(trap 'sleep 0.3; echo saved > /opt/state; exit 0' TERM;"
+          " while :; do sleep 0.1; done) & sleep 0.3; exit 3")
+
+
+def test_helpers_save_their_state_at_exit(image: Path, runner: Runner) -> None:
+    started = time.monotonic()
+    r = runner.run([str(image), "fim-exec", "sh", "-c", HELPER])
+    took = time.monotonic() - started
+    assert r.returncode == 3, r.stderr
+    assert took < 4, took  # it ended when told to, well before the grace period's end
+    r = runner.run([str(image), "fim-exec", "cat", "/opt/state"])
+    assert r.stdout == "saved\n", r.stderr
+
+
+def test_a_helper_that_ignores_sigterm_gets_the_grace_period(image: Path,
+                                                              runner: Runner) -> None:
+    script = "trap '' TERM; sleep 100 & exit 0"
+    started = time.monotonic()
+    r = runner.run([str(image), "fim-exec", "sh", "-c", script], env={"FIM_EXIT_GRACE": "1"})
+    took = time.monotonic() - started
+    assert r.returncode == 0 and 1 <= took < 4, (r.stderr, took)
+    # Nothing left behind costs nothing: no wait at all.
+    started = time.monotonic()
+    assert runner.run([str(image), "fim-exec", "true"]).returncode == 0
+    assert time.monotonic() - started < 1
+    bad = runner.run([str(image), "fim-exec", "true"], env={"FIM_EXIT_GRACE": "soon"})
+    assert bad.returncode == 125 and bad.stderr.startswith("E::FIM_EXIT_GRACE"), bad.stderr
+
+
+def test_sigterm_reaches_the_program_which_ends_cleanly(image: Path, runner: Runner) -> None:
+    script = "trap 'echo cleaned > /opt/term; exit 7' TERM; while :; do sleep 0.1; done"
+    proc = runner.popen([str(image), "fim-exec", "sh", "-c", script])
+    launcher = proc.pid
+    if runner.user is not None:
+        assert _wait_for(lambda: bool(_children(proc.pid)))
+        launcher = _children(proc.pid)[0]
+    assert _wait_for(lambda: bool(_holders_of(launcher, "/app/")))
+    time.sleep(0.5)
+    os.kill(launcher, signal.SIGTERM)
+    assert proc.wait(timeout=30) == 7
+    r = runner.run([str(image), "fim-exec", "cat", "/opt/term"])
+    assert r.stdout == "cleaned\n", r.stderr

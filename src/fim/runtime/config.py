@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from fim.runtime.paths import Paths
 
 
+DEFAULT_EXIT_GRACE = 5.0
+
+
 @dataclass(frozen=True)
 class Config:
     paths: Paths
@@ -38,6 +41,7 @@ class Config:
     environment: Tuple[str, ...]  # fim-env entries, K=V, unexpanded
     bindings: Tuple[settings.Binding, ...]
     problems: Tuple[str, ...]  # damaged settings that fell back to their defaults
+    exit_grace: float = DEFAULT_EXIT_GRACE  # for the program's helpers at exit (reaper.py)
 
     @property
     def casefold_fallback(self) -> bool:
@@ -56,6 +60,22 @@ def layer_list(image: ImageFile, paths: Paths,
     extra = [p for p in environ.get("FIM_LAYERS", "").split(":") if p]
     layers += external(extra, len(layers))
     return layers, scanned.torn or 0
+
+
+def exit_grace(environ: Mapping[str, str]) -> float:
+    """FIM_EXIT_GRACE: seconds the processes a program leaves get after it ends, between
+    SIGTERM and SIGKILL (reaper.py); 0 turns the wait off."""
+    text = environ.get("FIM_EXIT_GRACE", "")
+    if text == "":
+        return DEFAULT_EXIT_GRACE
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise FimError(f"FIM_EXIT_GRACE must be a number of seconds from 0 to 3600, not "
+                       f"'{text}'")
+    return value
 
 
 def resolve(image: ImageFile, paths: Paths, environ: Mapping[str, str]) -> Config:
@@ -80,4 +100,5 @@ def resolve(image: ImageFile, paths: Paths, environ: Mapping[str, str]) -> Confi
         environment=tuple(image.read_or(settings.ENVIRONMENT, problems)),
         bindings=tuple(image.read_or(settings.BINDINGS, problems)),
         problems=tuple(problems),
+        exit_grace=exit_grace(environ),
     )

@@ -21,6 +21,7 @@ from fim.runtime import (
     overlays,
     permissions,
     process,
+    reaper,
     rootview,
     sandbox,
     tools,
@@ -158,7 +159,7 @@ def _attempt(cfg: Config, backend: overlays.Backend, lowers: Sequence[str],
         child_env = sandbox.environment(env, ident, paths.fim_vars(), granted.env,
                                         cfg.environment, granted.appended)
         try:
-            children[:] = [process.spawn(sandbox.argv(box), child_env)]
+            children[:] = [reaper.start(sandbox.argv(box), child_env, cfg.exit_grace)]
         finally:
             os.close(write_end)
         _, code = sandbox.parse_status(process.read_all(read_end).decode(errors="replace"))

@@ -98,14 +98,19 @@ def _children(pid: int) -> List[int]:
 
 
 def sandbox_of(init: int) -> Optional[int]:
-    """The first process inside bubblewrap's namespaces, below the instance's init."""
-    for child in _children(init):
-        # bwrap runs directly or through the embedded loader: look at its first words.
-        words = _read(f"/proc/{child}/cmdline").split("\0")[:4]
-        if any(os.path.basename(w) == "bwrap" for w in words):
-            inside = _children(child)
-            if inside:
-                return inside[0]
+    """The first process inside bubblewrap's namespaces, below the instance's init (and
+    the sandbox's own init, reaper.py)."""
+    level = _children(init)
+    for _ in range(2):  # init -> the sandbox's init -> bubblewrap
+        below: List[int] = []
+        for child in level:
+            # bwrap runs directly or through the embedded loader: look at its first words.
+            words = _read(f"/proc/{child}/cmdline").split("\0")[:4]
+            if any(os.path.basename(w) == "bwrap" for w in words):
+                inside = _children(child)
+                return inside[0] if inside else None
+            below += _children(child)
+        level = below
     return None
 
 

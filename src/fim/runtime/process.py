@@ -49,6 +49,19 @@ def wait(pid: int) -> int:
             continue
 
 
+def reap(block: bool) -> Optional[Tuple[int, int]]:
+    """Any child that has exited, as (pid, exit code), waiting for one when `block`;
+    (0, 0) when children are left but none has exited; None when none is left."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return None
+        return (pid, exit_code(status)) if pid else (0, 0)
+
+
 def run(argv: Sequence[str], env: Mapping[str, str], log: Optional[str] = None,
         append: bool = True) -> int:
     return wait(spawn(argv, env, log, append))

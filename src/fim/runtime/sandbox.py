@@ -55,14 +55,16 @@ ROOT_CAPS = (
 
 def argv(box: Sandbox) -> List[str]:
     ident = box.identity
-    args = [*box.bwrap, "--die-with-parent"]
+    # No --die-with-parent and no --unshare-pid: the sandbox's PID namespace and its
+    # init are reaper.py's, which bounds every process's life and lets them end on
+    # SIGTERM (bubblewrap's death would SIGKILL the program first).
+    args = list(box.bwrap)
     if box.userns:
         args += ["--unshare-user", "--uid", str(ident.uid), "--gid", str(ident.gid)]
     else:
         args += ["--cap-drop", "ALL"]
         for cap in ROOT_CAPS:
             args += ["--cap-add", cap]
-    args.append("--unshare-pid")
     if not box.share_network or "net" in box.unshare:
         args.append("--unshare-net")
     for name in box.unshare:
