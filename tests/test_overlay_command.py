@@ -44,6 +44,23 @@ def test_environment_overrides_and_invalid_values_are_ignored(image: Path, runne
     assert runner.run(show, env={"FIM_OVERLAY": "zfs"}).stdout == "UNIONFS\n"
 
 
+def test_show_tells_the_backend_that_will_run(image: Path, runner: Runner) -> None:
+    show = [str(image), "fim-overlay", "show"]
+    assert runner.run([str(image), "fim-casefold", "on"]).returncode == 0
+    # BWRAP (the default) cannot stack casefold: UNIONFS runs, and FIM_DEBUG says why.
+    assert runner.run(show).stdout == "UNIONFS\n"
+    r = runner.run(show, env={"FIM_DEBUG": "1"})
+    assert r.stdout.splitlines() == [
+        "D::Overlay asked for: BWRAP (the default)",
+        "D::Overlay that runs: UNIONFS (casefold is on and BWRAP cannot stack it)",
+        "UNIONFS"]
+    assert runner.run(show, env={"FIM_OVERLAY": "overlayfs"}).stdout == "OVERLAYFS\n"
+    runner.run([str(image), "fim-overlay", "set", "overlayfs"])
+    r = runner.run(show, env={"FIM_DEBUG": "1"})
+    assert r.stdout.splitlines() == ["D::Overlay asked for: OVERLAYFS (fim-overlay set)",
+                                     "OVERLAYFS"]
+
+
 @pytest.mark.parametrize("args,message", [
     (["set"], "E::Missing argument for 'set'"),
     (["set", "zfs"], "E::Invalid overlay type"),

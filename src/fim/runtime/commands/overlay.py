@@ -4,14 +4,34 @@ from __future__ import annotations
 
 from fim.runtime import overlays
 from fim.runtime.commands import Context
-from fim.runtime.errors import FimError, trailing
-from fim.runtime.image.settings import OVERLAY
+from fim.runtime.errors import FimError, debug, debug_enabled, trailing
+from fim.runtime.image.settings import CASEFOLD, OVERLAY
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import List
 
 USAGE = "fim-overlay set <bwrap|overlayfs|unionfs> | fim-overlay show"
+
+
+def _shown(ctx: Context) -> str:
+    """The backend that will run (the one asked for, unless casefold turns it into
+    another); with FIM_DEBUG, why."""
+    stored = ctx.image.read_or(OVERLAY, [])
+    chosen = overlays.choose(ctx.environ, stored)
+    casefold = ctx.image.read_or(CASEFOLD, []) != 0
+    runs = overlays.effective(chosen, casefold)
+    if debug_enabled(ctx.environ):
+        if overlays.from_option(ctx.environ.get("FIM_OVERLAY", "")) is not None:
+            debug(True, f"Overlay asked for: {chosen.name} (FIM_OVERLAY)")
+        elif overlays.from_byte(stored) is not None:
+            debug(True, f"Overlay asked for: {chosen.name} (fim-overlay set)")
+        else:
+            debug(True, f"Overlay asked for: {chosen.name} (the default)")
+        if runs is not chosen:
+            debug(True, f"Overlay that runs: {runs.name} (casefold is on and "
+                  f"{chosen.name} cannot stack it)")
+    return runs.name
 
 
 def main(ctx: Context, args: List[str]) -> int:
@@ -31,6 +51,6 @@ def main(ctx: Context, args: List[str]) -> int:
     if op == "show":
         if rest:
             raise trailing("fim-overlay", rest)
-        print(overlays.choose(ctx.environ, ctx.image.read_or(OVERLAY, [])).name)
+        print(_shown(ctx))
         return 0
     raise FimError(f"Invalid operation '{op}' for fim-overlay (set,show)")
