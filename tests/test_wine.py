@@ -1,4 +1,4 @@
-"""Wine, the casefold case end to end (outside the default run: ~7 minutes with a
+"""Wine, the casefold case end to end (outside the default run: ~8 minutes with a
 1 GB image; `./scripts/test.sh -m wine tests/test_wine.py`).
 
 The README's Wine recipe: an image with Debian's Wine, casefold on, one prefix
