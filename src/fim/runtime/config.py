@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 
 DEFAULT_EXIT_GRACE = 5.0
+# Seconds a keeper holds an image's mounts after its last instance ends (keeper/).
+DEFAULT_KEEP = 60.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class Config:
     bindings: Tuple[settings.Binding, ...]
     problems: Tuple[str, ...]  # damaged settings that fell back to their defaults
     exit_grace: float = DEFAULT_EXIT_GRACE  # for the program's helpers at exit (reaper.py)
+    keep: float = 0.0  # FIM_KEEP: seconds a keeper outlives the last instance, 0 for none
 
     @property
     def casefold_fallback(self) -> bool:
@@ -62,20 +65,29 @@ def layer_list(image: ImageFile, paths: Paths,
     return layers, scanned.torn or 0
 
 
-def exit_grace(environ: Mapping[str, str]) -> float:
-    """FIM_EXIT_GRACE: seconds the processes a program leaves get after it ends, between
-    SIGTERM and SIGKILL (reaper.py); 0 turns the wait off."""
-    text = environ.get("FIM_EXIT_GRACE", "")
+def _seconds(environ: Mapping[str, str], name: str, default: float, most: float) -> float:
+    text = environ.get(name, "")
     if text == "":
-        return DEFAULT_EXIT_GRACE
+        return default
     try:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not 0 <= value <= 3600:
-        raise FimError(f"FIM_EXIT_GRACE must be a number of seconds from 0 to 3600, not "
-                       f"'{text}'")
+    if not 0 <= value <= most:
+        raise FimError(f"{name} must be a number of seconds from 0 to {most:.0f}, not '{text}'")
     return value
+
+
+def exit_grace(environ: Mapping[str, str]) -> float:
+    """FIM_EXIT_GRACE: seconds the processes a program leaves get after it ends, between
+    SIGTERM and SIGKILL (reaper.py); 0 turns the wait off."""
+    return _seconds(environ, "FIM_EXIT_GRACE", DEFAULT_EXIT_GRACE, 3600)
+
+
+def keep(environ: Mapping[str, str]) -> float:
+    """FIM_KEEP: seconds the image's mounts are kept after its last instance ends, for
+    the next launch to reuse (keeper/); 0 turns the keeper off."""
+    return _seconds(environ, "FIM_KEEP", DEFAULT_KEEP, 86400)
 
 
 def resolve(image: ImageFile, paths: Paths, environ: Mapping[str, str]) -> Config:
@@ -101,4 +113,5 @@ def resolve(image: ImageFile, paths: Paths, environ: Mapping[str, str]) -> Confi
         bindings=tuple(image.read_or(settings.BINDINGS, problems)),
         problems=tuple(problems),
         exit_grace=exit_grace(environ),
+        keep=keep(environ),
     )

@@ -16,6 +16,7 @@ import sys
 
 from fim.runtime import (
     identity,
+    idmap,
     instance,
     namespaces,
     overlays,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from typing import List, Mapping, Optional, Sequence
 
     from fim.runtime.config import Config
+    from fim.runtime.keeper import Kept
 
 _FORWARDED = (_signal.SIGTERM, _signal.SIGHUP)
 # The terminal sends these to the whole foreground group, the program included;
@@ -50,10 +52,6 @@ _TERMINAL = (_signal.SIGINT, _signal.SIGQUIT)
 # The program never started because the backend's root was refused.
 _REFUSED = -1
 
-# The ids an instance's user namespace maps (idmap.py).
-HOST_IDS = "host"  # root: no user namespace
-SUBORDINATE_IDS = "subordinate"  # the caller and its subordinate ids
-SINGLE_ID = "single"  # the caller alone
 
 
 def _not_started(branches: Sequence[str], program: str) -> int:
@@ -66,7 +64,7 @@ def _not_started(branches: Sequence[str], program: str) -> int:
     return 1 if os.stat(found).st_mode & 0o111 else EXIT_CANNOT_EXECUTE
 
 
-def _spec(cfg: Config, lowers: Sequence[str], env: Mapping[str, str]) -> overlays.RootSpec:
+def root_spec(cfg: Config, lowers: Sequence[str], env: Mapping[str, str]) -> overlays.RootSpec:
     p = cfg.paths
     return overlays.RootSpec(
         layers=cfg.layers, lowers=tuple(lowers), upper=p.dir_upper, work=p.dir_work,
@@ -116,21 +114,34 @@ def _ownership_filter(stack: Stack) -> Optional[int]:
     return fd
 
 
+def build_root(stack: Stack, cfg: Config, backend: overlays.Backend,
+               spec: overlays.RootSpec) -> overlays.Root:
+    """The writable root of `backend` over the mounted layers, with the case-insensitive
+    view on top when casefold is on; the upper dir claimed for as long as `stack` lives."""
+    paths = cfg.paths
+    upperdir.claim(stack, paths.state_file, paths.dir_upper, backend, spec.lowers)
+    root: overlays.Root = overlays.implementation(backend).build(stack, spec)
+    if cfg.casefold:
+        from fim.runtime.casefold import view
+
+        root = view.stack_on(stack, root, paths.dir_casefold)
+    return root
+
+
 def _attempt(cfg: Config, backend: overlays.Backend, lowers: Sequence[str],
              program: Sequence[str], as_root: bool, env: Mapping[str, str], shell: bool,
-             ids: str, children: List[int]) -> int:
+             ids: str, children: List[int], kept: Optional[Kept]) -> int:
     """One start of bubblewrap on `backend`'s root; _REFUSED if the root was refused.
     What it mounts and locks is undone before it returns."""
     paths = cfg.paths
-    spec = _spec(cfg, lowers, env)
-    impl = overlays.implementation(backend)
+    spec = root_spec(cfg, lowers, env)
     with Stack() as stack:
-        upperdir.claim(stack, paths.state_file, paths.dir_upper, backend, lowers)
-        root = impl.build(stack, spec)
-        if cfg.casefold:
-            from fim.runtime.casefold import view
-
-            root = view.stack_on(stack, root, paths.dir_casefold)
+        if kept is not None and kept.root is not None and backend is cfg.backend:
+            # The keeper holds this root; the instance shares its claim on the upper dir.
+            upperdir.claim(stack, paths.state_file, paths.dir_upper, backend, lowers)
+            root = kept.root
+        else:
+            root = build_root(stack, cfg, backend, spec)
         granted = permissions.grant(cfg.permissions, env, cfg.uid)
         if cfg.debug:
             _report_grant(cfg, granted, env)
@@ -153,8 +164,9 @@ def _attempt(cfg: Config, backend: overlays.Backend, lowers: Sequence[str],
             unshare=UNSHARE.named(cfg.unshare),
             extra=granted.args + sandbox.bind_args(cfg.bindings, env),
             # Root inside with every id its namespace maps, when it maps more than one.
-            userns=not (ident.uid == 0 and ids != SINGLE_ID),
-            seccomp_fd=_ownership_filter(stack) if ident.uid == 0 and ids == SINGLE_ID else None,
+            userns=not (ident.uid == 0 and ids != idmap.SINGLE_ID),
+            seccomp_fd=(_ownership_filter(stack) if ident.uid == 0 and ids == idmap.SINGLE_ID
+                        else None),
         )
         child_env = sandbox.environment(env, ident, paths.fim_vars(), granted.env,
                                         cfg.environment, granted.appended)
@@ -170,13 +182,13 @@ def _attempt(cfg: Config, backend: overlays.Backend, lowers: Sequence[str],
         if status != 1:
             return status
         # The program never started: a refused root, or a missing program.
-        if impl.refused(spec):
+        if overlays.implementation(backend).refused(spec):
             return _REFUSED
         return _not_started(root.branches, program[0])
 
 
 def _init(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, str],
-          shell: bool, ids: str) -> int:
+          shell: bool, ids: str, kept: Optional[Kept]) -> int:
     """PID 1 of the instance: mount, run bubblewrap, unwind."""
     namespaces.die_with_parent(_signal.SIGKILL)
     namespaces.mount_proc()
@@ -188,24 +200,26 @@ def _init(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, 
     for sig in _FORWARDED:
         _signal.signal(sig, forward)
     with Stack() as stack:
-        lowers = mount_all(stack, cfg.layers, cfg.paths, env, cfg.debug)
+        lowers = list(kept.lowers) if kept else mount_all(stack, cfg.layers, cfg.paths, env,
+                                                            cfg.debug)
         for d in lowers:
             debug(cfg.debug, f"Overlay layer '{d}'", "I")
         _scope(cfg, env)
-        code = _attempt(cfg, cfg.backend, lowers, program, as_root, env, shell, ids, children)
+        code = _attempt(cfg, cfg.backend, lowers, program, as_root, env, shell, ids, children,
+                        kept)
         if code == _REFUSED:
             sys.stderr.write("ERROR: Bwrap failed SYS_mount, retrying with unionfs-fuse...\n")
             sys.stderr.flush()
             debug(cfg.debug, f"Overlay type: {overlays.FALLBACK.debug_name}")
             code = _attempt(cfg, overlays.FALLBACK, lowers, program, as_root, env, shell, ids,
-                            children)
+                            children, kept)
         return code
 
 
 def _run_init(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, str],
-              shell: bool, ids: str) -> int:
+              shell: bool, ids: str, kept: Optional[Kept]) -> int:
     try:
-        return _init(cfg, program, as_root, env, shell, ids)
+        return _init(cfg, program, as_root, env, shell, ids, kept)
     except FimError as e:
         error(e.message)
         return e.code
@@ -226,25 +240,6 @@ def _report(cfg: Config) -> None:
     debug(cfg.debug, f"Overlay type: {cfg.backend.debug_name}")
 
 
-def _enter(cfg: Config, as_root: bool, env: Mapping[str, str]) -> str:
-    """Enter the instance's namespaces; which ids they map."""
-    paths = cfg.paths
-    if cfg.uid == 0:
-        namespaces.enter(0, 0)
-        return HOST_IDS
-    sub = None
-    if as_root or os.path.exists(paths.ids_mark):
-        from fim.runtime import idmap
-
-        sub = idmap.subordinate(cfg.uid, cfg.gid, env)
-    if not namespaces.enter(cfg.uid, cfg.gid, sub=sub, log=paths.log("newuidmap")):
-        return SINGLE_ID
-    if as_root and not os.path.exists(paths.ids_mark):
-        with open(paths.ids_mark, "w", encoding="utf-8") as f:
-            f.write(SUBORDINATE_IDS + "\n")
-    return SUBORDINATE_IDS
-
-
 def run(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, str],
         shell: bool = False) -> int:
     """Run `program` (after the container's shell when `shell`); its exit code."""
@@ -258,9 +253,17 @@ def run(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, st
         os.makedirs(d, exist_ok=True)
     for sig in _TERMINAL:
         _signal.signal(sig, lambda *_: None)
-    ids = _enter(cfg, as_root, env)
+    kept = None
+    if cfg.keep > 0:
+        from fim.runtime import keeper
+
+        kept = keeper.join(cfg, as_root, env)
+    if kept is not None:
+        ids = kept.ids
+    else:
+        ids = idmap.enter(cfg.uid, cfg.gid, as_root, paths.ids_mark, env, paths.log("newuidmap"))
     debug(cfg.debug, f"Ids mapped: {ids}")
-    init = process.fork(lambda: _run_init(cfg, program, as_root, env, shell, ids))
+    init = process.fork(lambda: _run_init(cfg, program, as_root, env, shell, ids, kept))
 
     def forward(signum: int, _frame: object) -> None:
         process.kill([init], signum)

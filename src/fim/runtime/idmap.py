@@ -95,3 +95,39 @@ def subordinate(uid: int, gid: int, environ: Mapping[str, str],
         return None
     count = min(sub_uid[1], sub_gid[1], MAX_SUBORDINATE)
     return Subordinate(sub_uid[0], sub_gid[0], count, newuidmap, newgidmap)
+
+
+# Which ids an instance's user namespace maps (what `enter` returns).
+HOST_IDS = "host"  # root: no user namespace
+SUBORDINATE_IDS = "subordinate"  # the caller and its subordinate ids
+SINGLE_ID = "single"  # the caller alone
+
+
+def wanted(uid: int, as_root: bool, ids_mark: str, environ: Mapping[str, str]) -> str:
+    """The ids a run asks for, before any namespace is made: subordinate ones for
+    fim-root and on an upper dir such a run wrote into (they may still be refused)."""
+    if uid == 0:
+        return HOST_IDS
+    if environ.get("FIM_SUBIDS") == "0" or not (as_root or os.path.exists(ids_mark)):
+        return SINGLE_ID
+    return SUBORDINATE_IDS
+
+
+def enter(uid: int, gid: int, as_root: bool, ids_mark: str, environ: Mapping[str, str],
+          log: str, host_mounts: bool = False) -> str:
+    """Enter an instance's (or keeper's) namespaces; which ids they map. A fim-root run
+    that mapped subordinate ids leaves the `ids` mark for the runs after it."""
+    from fim.runtime import namespaces
+
+    if uid == 0:
+        namespaces.enter(0, 0, host_mounts=host_mounts)
+        return HOST_IDS
+    sub = None
+    if wanted(uid, as_root, ids_mark, environ) == SUBORDINATE_IDS:
+        sub = subordinate(uid, gid, environ)
+    if not namespaces.enter(uid, gid, sub=sub, log=log):
+        return SINGLE_ID
+    if as_root and not os.path.exists(ids_mark):
+        with open(ids_mark, "w", encoding="utf-8") as f:
+            f.write(SUBORDINATE_IDS + "\n")
+    return SUBORDINATE_IDS

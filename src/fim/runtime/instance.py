@@ -34,9 +34,12 @@ def _write(path: str, text: str) -> None:
         f.write(text)
 
 
-def register(paths: Paths, init: int) -> None:
-    """Record the running instance: its image and its init."""
+def register(paths: Paths, init: int, keeper: bool = False) -> None:
+    """Record the running instance (or the image's keeper): its image and its init."""
+    os.makedirs(paths.dir_instance, exist_ok=True)
     _write(os.path.join(paths.dir_instance, "image"), paths.image)
+    if keeper:
+        _write(os.path.join(paths.dir_instance, "keeper"), "")
     _write(os.path.join(paths.dir_instance, "init"), str(init))
 
 
@@ -74,8 +77,9 @@ def sweep(parent: str, keep: int) -> None:
                 continue
 
 
-def running(paths: Paths) -> List[Tuple[int, int]]:
-    """(launcher pid, init pid) of each running instance of this image, oldest first."""
+def running(paths: Paths, keepers: bool = False) -> List[Tuple[int, int]]:
+    """(launcher pid, init pid) of each running instance of this image, oldest first;
+    with `keepers`, of its keepers instead (keeper/)."""
     found = []
     try:
         names = os.listdir(paths.dir_instance_root)
@@ -87,6 +91,8 @@ def running(paths: Paths) -> List[Tuple[int, int]]:
         base = os.path.join(paths.dir_instance_root, name)
         init = _read(os.path.join(base, "init"))
         if _read(os.path.join(base, "image")) != paths.image or not init.isdigit():
+            continue
+        if os.path.exists(os.path.join(base, "keeper")) != keepers:
             continue
         if os.path.exists(f"/proc/{name}") and os.path.exists(f"/proc/{init}"):
             found.append((int(name), int(init)))

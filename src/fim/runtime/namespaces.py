@@ -41,17 +41,21 @@ def _mapper(sub: Subordinate, uid: int, gid: int, target: int, wake: int,
 
 
 def enter(uid: int, gid: int, pid: bool = True, sub: Optional[Subordinate] = None,
-          log: Optional[str] = None) -> bool:
+          log: Optional[str] = None, host_mounts: bool = False) -> bool:
     """Move this process into new (user and) mount namespaces; its children into a new
     PID one when `pid`. Rootless, the caller becomes 0 with every capability over
     its own files (what commits need to read and clear any file of the upper dir),
-    and with `sub` ids 1..N become its subordinate ids. Whether those were mapped."""
+    and with `sub` ids 1..N become its subordinate ids. Whether those were mapped.
+    With `host_mounts`, root's namespace still receives what the host mounts later
+    (a long-lived keeper: a USB stick plugged in after it started); rootless, the
+    kernel makes every mount copied into a less privileged namespace a receiver."""
     pid_flag = libc.CLONE_NEWPID if pid else 0
     if uid == 0:
         # Root keeps every identity: no user namespace, and a mount namespace
         # made private so that no mount propagates back to the host.
         libc.unshare(libc.CLONE_NEWNS | pid_flag)
-        libc.mount("none", "/", "", "", libc.MS_REC | libc.MS_PRIVATE)
+        kind = libc.MS_SLAVE if host_mounts else libc.MS_PRIVATE
+        libc.mount("none", "/", "", "", libc.MS_REC | kind)
         return False
     helper = wake = -1
     if sub is not None:
@@ -90,7 +94,7 @@ def mount_proc() -> None:
 _JOIN_ORDER = ("cgroup", "ipc", "uts", "net", "pid", "mnt")
 
 
-def _setns(path: str) -> None:
+def setns_path(path: str) -> None:
     """Enter the namespace at `path` unless this process is already in it."""
     try:
         if os.stat(path).st_ino == os.stat("/proc/self/ns/" + os.path.basename(path)).st_ino:
@@ -112,10 +116,10 @@ def join(pid: int, via: int) -> None:
     target's other namespaces ask for. The PID namespace applies to children:
     fork afterwards."""
     root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY)
-    _setns(f"/proc/{via}/ns/user")
+    setns_path(f"/proc/{via}/ns/user")
     for name in _JOIN_ORDER:
-        _setns(f"/proc/{pid}/ns/{name}")
-    _setns(f"/proc/{pid}/ns/user")
+        setns_path(f"/proc/{pid}/ns/{name}")
+    setns_path(f"/proc/{pid}/ns/user")
     os.fchdir(root)
     os.chroot(".")
     os.close(root)

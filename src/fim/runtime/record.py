@@ -11,7 +11,14 @@ ordinary frozen dataclasses.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from dataclasses import dataclass as dataclass
+    from dataclasses import replace as replace
 else:
+
+    def replace(record, **changes):
+        """A copy of `record` with `changes`."""
+        values = {n: getattr(record, n) for n in type(record).__fields__}
+        values.update(changes)
+        return type(record)(**values)
 
     def dataclass(frozen=True):
         def wrap(cls):
@@ -49,6 +56,7 @@ else:
                 raise AttributeError(f"cannot assign to field '{name}' of a frozen record")
 
             cls.__init__ = __init__
+            cls.__fields__ = names
             cls.__eq__ = __eq__
             cls.__hash__ = lambda self: hash(_values(self))
             cls.__repr__ = __repr__

@@ -29,6 +29,9 @@ def main(ctx: Context, args: List[str]) -> int:
             raise trailing("fim-instance", rest)
         for i, (pid, _init) in enumerate(instance.running(ctx.paths)):
             print(f"{i}:{pid}")
+        # The keeper holding the image's mounts for the next launch (keeper/).
+        for pid, _init in instance.running(ctx.paths, keepers=True):
+            print(f"keeper:{pid}")
         return 0
     if op == "exec":
         if len(rest) < 2:

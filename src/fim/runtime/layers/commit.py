@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from fim.runtime import files, idmap, namespaces
+from fim.runtime import files, idmap, keeper, namespaces
 from fim.runtime.errors import FimError, warn
 from fim.runtime.layers import build, detect
 from fim.runtime.overlays import upperdir
@@ -54,6 +54,7 @@ def create(paths: Paths, environ: Mapping[str, str], source: str, output: str, l
     with Stack() as stack:
         if os.path.realpath(source) == os.path.realpath(paths.dir_upper):
             # The image's own upper dir: bring its deletions to the form layers keep.
+            keeper.retire(paths)
             upperdir.canonical(stack, paths.state_file, paths.dir_upper)
         _enter(environ)
         tmp = files.beside(output)
@@ -92,6 +93,8 @@ def commit(image: ImageFile, paths: Paths, environ: Mapping[str, str], mode: str
         build.next_managed(paths.dir_layers)  # refuse past 999 before any work
     os.makedirs(paths.dir_upper, exist_ok=True)
     with Stack() as stack:
+        # An idle keeper's FUSE overlay of the upper dir ends before it is read and cleared.
+        keeper.retire(paths)
         upperdir.canonical(stack, paths.state_file, paths.dir_upper)
         _enter(environ)
         tmp = _temporary(paths, "commit")
