@@ -16,6 +16,9 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import pytest
 
 TEST_USER = "fimtest"
+# Each test checks what one run mounts and leaves; a keeper holding an image's mounts
+# for the next launch would outlive it. tests/test_keeper.py turns it on.
+os.environ["FIM_KEEP"] = "0"
 # Resolved once: tests may run commands with a PATH that lacks it.
 RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
 
@@ -102,6 +105,33 @@ def add_base_tree(rootfs: Path) -> None:
         path = rootfs / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
+
+
+def keeper_processes() -> List[int]:
+    """Every keeper running on this machine (its process title ends in fim-keeper)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                title = f.read().split(b"\0")[0]
+        except OSError:
+            continue
+        if title.endswith(b" fim-keeper"):
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_keeper_left() -> Iterator[None]:
+    """A failed keeper test must not leave its keepers (and their mounts) running."""
+    yield
+    for pid in keeper_processes():
+        try:
+            os.kill(pid, 9)
+        except OSError:
+            pass
 
 
 @pytest.fixture(scope="session")

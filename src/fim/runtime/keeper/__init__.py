@@ -83,11 +83,22 @@ def _identity(path: str) -> str:
     return f"{path}:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
+def _place(path: str) -> str:
+    """Which directory `path` is, not what it holds: a data dir deleted and made again
+    is another one (a kept overlay would write into the deleted one)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return f"{path}:missing"
+    return f"{path}:{st.st_dev}:{st.st_ino}"
+
+
 def key(cfg: Config, ids: str) -> List[str]:
     """Everything the kept mounts depend on: a change in any gives a fresh keeper.
     The image's identity covers commits, adds and setting changes (which rewrite it),
-    its replacement and its move; each layer file's covers `layers/` and FIM_LAYERS."""
-    words = [cfg.paths.image, cfg.paths.dir_data, cfg.backend.name,
+    its replacement and its move; each layer file's covers `layers/` and FIM_LAYERS;
+    the upper dir's covers a data dir deleted or moved."""
+    words = [cfg.paths.image, _place(cfg.paths.dir_upper), cfg.backend.name,
              "casefold" if cfg.casefold else "", ids, str(cfg.uid), str(cfg.gid)]
     seen = set()
     for layer in cfg.layers:

@@ -129,7 +129,9 @@ def _serve(cfg: Config, environ: Mapping[str, str], key: Sequence[str], ids: str
             reply = _reply(ids, lowers, root)
             os.write(ready, READY)
             os.close(ready)
-            _Server(listener, list(key), reply, cfg.keep, lock, sock, held).run()
+            upper = _Held(cfg.paths.dir_upper)
+            stack.push(upper.close)
+            _Server(listener, list(key), reply, cfg.keep, lock, sock, held, upper).run()
     except _Stop:
         return 0
     return 0
@@ -175,11 +177,31 @@ def _reply(ids: str, lowers: Sequence[str], root: Optional[Root]) -> bytes:
     return b"".join(keeper.frame(p) for p in parts)
 
 
+class _Held:
+    """The upper dir as it was when the keeper started: a data dir deleted and made again
+    may get the same inode number, so the key cannot tell; an open descriptor can (its
+    directory has no links left). Nothing is served over a deleted one."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def current(self) -> bool:
+        try:
+            held, now = os.fstat(self.fd), os.stat(self.path)
+        except OSError:
+            return False
+        return held.st_nlink > 0 and (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 class _Server:
     """The connections of one keeper: a launch's stays open while its instance runs."""
 
     def __init__(self, listener: socket.socket, key: List[str], reply: bytes, keep: float,
-                 lock: str, sock: str, held: List[socket.socket]) -> None:
+                 lock: str, sock: str, held: List[socket.socket], upper: _Held) -> None:
         self.listener = listener
         self.key = key
         self.reply = reply
@@ -191,6 +213,7 @@ class _Server:
         self.buffers: Dict[int, bytearray] = {}
         self.retiring = False
         self.held = held  # who waits for this keeper's end
+        self.upper = upper
         self.poll = select.poll()
         self.poll.register(listener.fileno(), select.POLLIN)
         self.idle_since = time.monotonic()
@@ -282,7 +305,8 @@ class _Server:
         if words is None:
             return
         del self.pending[fd]
-        if words[:1] == [keeper.USE] and words[1:] == self.key and not self.retiring:
+        if (words[:1] == [keeper.USE] and words[1:] == self.key and not self.retiring
+                and self.upper.current()):
             self.instances[fd] = conn
             conn.setblocking(True)
             _send(conn, self.reply)
