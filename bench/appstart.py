@@ -84,6 +84,19 @@ def plain_argv(rootfs: Path, work: Path, runtime_dir: str, ident: sandbox.Identi
     return sandbox.argv(box)
 
 
+def stop_keepers(base: Path) -> None:
+    """SIGTERM to the keepers the relaunches left (they unmount and end)."""
+    for image in base.glob("*/app.flatimage"):
+        listed = subprocess.run([str(image), "fim-instance", "list"], capture_output=True,
+                                text=True, env=dict(os.environ, FIM_KEEP="0"))
+        for line in listed.stdout.split():
+            if line.startswith("keeper:"):
+                try:
+                    os.kill(int(line.split(":")[1]), 15)
+                except OSError:
+                    pass
+
+
 def ratio_line(name: str, values: List[float], base: List[float]) -> Tuple[float, float]:
     ratios = [v / b for v, b in zip(values, base)]
     return statistics.median(values), statistics.median(ratios)
@@ -133,8 +146,15 @@ def main() -> int:
         ident = rawtools.identity(uid, gid, user)
         env = dict(os.environ)
         env.pop("FIM_DEBUG", None)
+        # One copy per backend: each has its own data dir and keeper, so that a side
+        # neither converts another's upper dir nor retires another's keeper.
+        images = {b: base / b / "app.flatimage" for b in backends}
+        for copy in images.values():
+            copy.parent.mkdir()
+            shutil.copy2(image, copy)
         subprocess.run(["chown", "-R", f"{uid}:{gid}", str(base)], check=True)
-        subprocess.run(wrap + [str(image), "fim-exec", "true"], check=True, env=env)
+        subprocess.run(wrap + [str(image), "fim-exec", "true"], check=True,
+                       env=dict(env, FIM_KEEP="0"))
         gdir = "/tmp/fim" if os.stat("/tmp/fim").st_uid == uid else f"/tmp/fim-{uid}"
         runtime_dir = f"{gdir}/app/{header.read(str(image)).build_id}/runtime"
 
@@ -154,7 +174,7 @@ def main() -> int:
                     subprocess.run(["chown", "-R", f"{uid}:{gid}", str(work)], check=True)
                 return timed(argv, env)
             side_env = dict(env, FIM_OVERLAY=str(backend))
-            argv = wrap + [str(image), "fim-exec"] + program
+            argv = wrap + [str(images[str(backend)]), "fim-exec"] + program
             if relaunch:
                 timed(argv, side_env)
                 time.sleep(RELAUNCH_PAUSE)
@@ -192,6 +212,7 @@ def main() -> int:
                         parts.append(f"{b} {r:.2f}x")
                 print(f"  {name}: " + ", ".join(parts))
     finally:
+        stop_keepers(base)
         subprocess.run(["rm", "-rf", str(base)], check=False)
     return 0
 

@@ -5,7 +5,7 @@ Workloads, each inside `fim-exec` on a busybox image:
   touch  1000 new files in /var/tmp (on the overlay: /tmp is a tmpfs in the sandbox)
   big    read a 200 MB file from layer 0
   small  read 20,000 small files from layer 0
-Each runs with FIM_OVERLAY=bwrap|overlayfs|unionfs and with the raw tools (squashfuse +
+Each runs with FIM_OVERLAY=bwrap|overlayfs|unionfs and with the raw tools (squashfuse_ll +
 the overlay tool + the same bubblewrap call, no fim), all alternating in one run.
 
     .venv/bin/python bench/overlays.py [--runs 5] [--user NAME]

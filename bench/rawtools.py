@@ -1,7 +1,7 @@
 """The floor for benchmarks: the same mounts and bubblewrap call as fim, by hand.
 
 A script made here enters private namespaces with `unshare`, mounts layer 0 of
-an image with `squashfuse -o offset=N`, mounts the overlay with the backend's
+an image with `squashfuse_ll -o offset=N`, mounts the overlay with the backend's
 own tool (or lets bubblewrap make it), runs the same bubblewrap command line fim
 builds (same binary, binds, identity), then unmounts and removes the work dir.
 """
@@ -47,7 +47,7 @@ def commands(runtime_dir: str) -> Dict[str, List[str]]:
     """The exact commands fim uses for each tool: the image's copies (through its
     loader) where it carries them, else the host's."""
     found = {}
-    for name in ("bwrap", "squashfuse", "fuse-overlayfs", "unionfs"):
+    for name in ("bwrap", "squashfuse_ll", "fuse-overlayfs", "unionfs"):
         command = tools.find(runtime_dir, name, os.environ)
         if command is None:
             raise SystemExit(f"{name} not found")
@@ -67,7 +67,7 @@ def script(image: Path, work: Path, backend: str, cmds: Dict[str, List[str]],
     (work / "group").write_text(sandbox.group_text("root:x:0:\n", ident))
     q = shlex.quote
     steps = [
-        shlex.join(cmds["squashfuse"] + ["-o", f"offset={layer0_offset(image)}", str(image),
+        shlex.join(cmds["squashfuse_ll"] + ["-o", f"offset={layer0_offset(image)}", str(image),
                                           str(mnt)]),
         f"mkdir -p {q(str(wdir))}",
     ]

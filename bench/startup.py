@@ -3,7 +3,7 @@
 
 The floor is a hand-written shell script that does what the runtime does with
 the same tools and nothing else: private namespaces (`unshare`), one
-`squashfuse -o offset=N` mount of layer 0 straight from the image, the same
+`squashfuse_ll -o offset=N` mount of layer 0 straight from the image, the same
 bubblewrap command line (same binary, overlay, binds, identity), then the same
 clean-up. Both are run alternately in one process so that machine noise hits
 them alike; the report gives medians and their ratio.

@@ -238,7 +238,7 @@ def test_version(image: Path, runner: Runner) -> None:
     assert full["build_id"] == header.read(str(image)).build_id
     deps = json.loads(ok(fim(runner, image, "fim-version", "deps")))
     assert deps["bwrap"]["copy"] == "embedded" and "0.11" in deps["bwrap"]["version"]
-    assert deps["squashfuse"]["found"]
+    assert deps["squashfuse_ll"]["copy"] == "embedded"
 
 
 def test_help(image: Path, runner: Runner) -> None:

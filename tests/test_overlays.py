@@ -156,7 +156,8 @@ def test_missing_tool_is_one_clear_line(host_tools_image: Path, runner: Runner, 
     # A PATH that has every tool but the backend's (sbin dirs hold none of them).
     bindir = workdir / "bin"
     bindir.mkdir()
-    for name in ("squashfuse", "fusermount3", "mksquashfs", "fuse-overlayfs", "unionfs"):
+    for name in ("squashfuse_ll", "squashfuse", "fusermount3", "mksquashfs", "fuse-overlayfs",
+                 "unionfs"):
         if name != tool and shutil.which(name):
             (bindir / name).symlink_to(shutil.which(name))  # type: ignore[arg-type]
     r = runner.run([str(image), "fim-exec", "true"],

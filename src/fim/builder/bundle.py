@@ -22,7 +22,7 @@ from fim.runtime.errors import FimError
 from fim.runtime.tools import EMBEDDED_DIR, EMBEDDED_LIB, LOADER
 
 # What the runtime may run: mounting layers, the FUSE overlays, making layers.
-HOST_TOOLS = ("squashfuse", "fuse-overlayfs", "unionfs", "mksquashfs")
+HOST_TOOLS = ("squashfuse_ll", "fuse-overlayfs", "unionfs", "mksquashfs")
 CHOICES = ("all", "bwrap", "none")
 
 

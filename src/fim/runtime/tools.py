@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 PACKAGES = {
     "bwrap": "bubblewrap (0.10 or newer)",
     "squashfuse": "squashfuse",
+    "squashfuse_ll": "squashfuse",
     "mksquashfs": "squashfs-tools",
     "fuse-overlayfs": "fuse-overlayfs",
     "unionfs": "unionfs-fuse",

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 # Tool -> arguments that make it print its version.
 _VERSION_ARGS = {
-    "bwrap": ["--version"], "squashfuse": ["--version"], "mksquashfs": ["-version"],
+    "bwrap": ["--version"], "squashfuse": ["--version"], "squashfuse_ll": ["--version"],
+    "mksquashfs": ["-version"],
     "fuse-overlayfs": ["--version"], "unionfs": ["--version"], "fusermount3": ["--version"],
     "dwarfs": ["--version"],
 }
@@ -36,7 +37,7 @@ def _tool_version(name: str, command: List[str], args: List[str]) -> str:
     _, out = process.capture(command + args, timeout=10)
     lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
     # Tools print library versions too; the tool's own line names it.
-    own = "bubblewrap" if name == "bwrap" else name
+    own = {"bwrap": "bubblewrap", "squashfuse_ll": "squashfuse"}.get(name, name)
     for line in lines:
         if line.lower().startswith(own) and any(c.isdigit() for c in line):
             return line

@@ -9,6 +9,7 @@ if TYPE_CHECKING:
 
 MAGIC = b"DWARFS"
 TOOL = "dwarfs"
+TOOLS = (TOOL,)
 CREATE_TOOL = "mkdwarfs"
 
 

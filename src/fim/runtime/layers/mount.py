@@ -17,6 +17,16 @@ if TYPE_CHECKING:
     from fim.runtime.unwind import Stack
 
 
+def _tool(runtime_dir: str, names: Sequence[str],
+          environ: Mapping[str, str]) -> Tuple[str, List[str]]:
+    """The first of a format's tools (in order of preference) the image or host has."""
+    for name in names:
+        found = tools.find(runtime_dir, name, environ)
+        if found is not None:
+            return name, found
+    return names[0], tools.require(runtime_dir, names[0], environ, "to mount layers")
+
+
 def mount_all(stack: Stack, layers: Sequence[Layer], paths: Paths,
               environ: Mapping[str, str], verbose: bool) -> List[str]:
     """The mount points of `layers`, newest first. The tools start together (each
@@ -25,11 +35,11 @@ def mount_all(stack: Stack, layers: Sequence[Layer], paths: Paths,
     started: List[Tuple[Layer, str, int, str]] = []
     for layer in layers:
         module = format_module(layer)
-        tool = tools.require(paths.dir_runtime, module.TOOL, environ, "to mount layers")
+        name, tool = _tool(paths.dir_runtime, module.TOOLS, environ)
         point = paths.layer_mountpoint(layer.index)
         os.makedirs(point, exist_ok=True)
         debug(verbose, f"Mounting layer from '{layer.path}' with offset '{layer.offset}'")
-        log = paths.log(module.TOOL)
+        log = paths.log(name)
         argv = module.mount_argv(tool, layer.path, layer.offset, point)
         started.append((layer, point, process.spawn(argv, environ, log), log))
     failed = []
