@@ -112,14 +112,17 @@ def wait_not_keeper(pid: str, seconds: float = 10) -> None:
 
 
 @pytest.fixture
-def kept(image: Path) -> Iterator[Path]:
-    """The runner's image; every keeper is stopped after the test."""
+def kept(image: Path, runner: Runner) -> Iterator[Path]:
+    """The runner's image; its keepers (and the moved copy's) are stopped after the test,
+    no other: keepers of other images on the machine are not the test's."""
     yield image
-    for pid in keeper_processes():
-        try:
-            os.kill(pid, 9)
-        except OSError:
-            pass
+    for path in (image, image.parent / "moved" / "moved.flatimage"):
+        if path.exists():
+            for pid in listed_keepers(runner, path):
+                try:
+                    os.kill(int(pid), 9)
+                except OSError:
+                    pass
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

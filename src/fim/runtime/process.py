@@ -80,6 +80,23 @@ def fork(child: Callable[[], int]) -> int:
     return pid
 
 
+def detach(child: Callable[[], int], keep_fd: int) -> None:
+    """Run `child` in a grandchild in a session of its own, holding none of the caller's
+    descriptors but `keep_fd` (an inherited lock or pipe would be held for the child's
+    whole life); returns once the intermediate process has exited."""
+    first = os.fork()
+    if first == 0:
+        code = 1
+        try:
+            os.closerange(3, keep_fd)
+            os.closerange(keep_fd + 1, 1 << 16)
+            os.setsid()
+            code = 0 if os.fork() else child()
+        finally:
+            os._exit(code)
+    wait(first)
+
+
 def kill(pids: Sequence[int], signum: int) -> None:
     for pid in pids:
         try:

@@ -42,23 +42,9 @@ def start(cfg: Config, as_root: bool, environ: Mapping[str, str], key: Sequence[
           lock: str, sock: str) -> bool:
     """Start a keeper for `cfg` (the caller holds `lock`); whether it is ready."""
     read_end, write_end = os.pipe()
-    first = os.fork()
-    if first == 0:
-        code = 1
-        try:
-            # Nothing of the caller's but the ready pipe: the lock it holds above all
-            # (a descriptor inherited would hold it for the keeper's whole life).
-            os.closerange(3, write_end)
-            os.closerange(write_end + 1, 1 << 16)
-            os.setsid()
-            if os.fork() == 0:
-                code = _keeper(cfg, as_root, environ, key, lock, sock, write_end)
-            else:
-                code = 0
-        finally:
-            os._exit(code)
+    process.detach(lambda: _keeper(cfg, as_root, environ, key, lock, sock, write_end),
+                   write_end)
     os.close(write_end)
-    process.wait(first)
     return process.read_all(read_end) == READY
 
 
