@@ -26,6 +26,7 @@ from fim.runtime import (
     rootview,
     sandbox,
     tools,
+    writable,
 )
 from fim.runtime.errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, FimError, debug, error, warn
 from fim.runtime.image.settings import PERMISSIONS, UNSHARE
@@ -62,15 +63,6 @@ def _not_started(branches: Sequence[str], program: str) -> int:
     # Mode bits, not access(2): a FUSE layer without default_permissions answers
     # every access() with yes.
     return 1 if os.stat(found).st_mode & 0o111 else EXIT_CANNOT_EXECUTE
-
-
-def root_spec(cfg: Config, lowers: Sequence[str], env: Mapping[str, str]) -> overlays.RootSpec:
-    p = cfg.paths
-    return overlays.RootSpec(
-        layers=cfg.layers, lowers=tuple(lowers), upper=p.dir_upper, work=p.dir_work,
-        mountpoint=p.dir_mount, scratch=p.dir_instance, cache=p.dir_markers, logs=p.dir_logs,
-        runtime=p.dir_runtime, environ=env,
-    )
 
 
 def _report_grant(cfg: Config, granted: permissions.Grant, env: Mapping[str, str]) -> None:
@@ -114,34 +106,20 @@ def _ownership_filter(stack: Stack) -> Optional[int]:
     return fd
 
 
-def build_root(stack: Stack, cfg: Config, backend: overlays.Backend,
-               spec: overlays.RootSpec) -> overlays.Root:
-    """The writable root of `backend` over the mounted layers, with the case-insensitive
-    view on top when casefold is on; the upper dir claimed for as long as `stack` lives."""
-    paths = cfg.paths
-    upperdir.claim(stack, paths.state_file, paths.dir_upper, backend, spec.lowers)
-    root: overlays.Root = overlays.implementation(backend).build(stack, spec)
-    if cfg.casefold:
-        from fim.runtime.casefold import view
-
-        root = view.stack_on(stack, root, paths.dir_casefold)
-    return root
-
-
 def _attempt(cfg: Config, backend: overlays.Backend, lowers: Sequence[str],
              program: Sequence[str], as_root: bool, env: Mapping[str, str], shell: bool,
              ids: str, children: List[int], kept: Optional[Kept]) -> int:
     """One start of bubblewrap on `backend`'s root; _REFUSED if the root was refused.
     What it mounts and locks is undone before it returns."""
     paths = cfg.paths
-    spec = root_spec(cfg, lowers, env)
+    spec = writable.spec(cfg, lowers, env)
     with Stack() as stack:
         if kept is not None and kept.root is not None and backend is cfg.backend:
             # The keeper holds this root; the instance shares its claim on the upper dir.
             upperdir.claim(stack, paths.state_file, paths.dir_upper, backend, lowers)
             root = kept.root
         else:
-            root = build_root(stack, cfg, backend, spec)
+            root = writable.build(stack, cfg, backend, spec)
         granted = permissions.grant(cfg.permissions, env, cfg.uid)
         if cfg.debug:
             _report_grant(cfg, granted, env)

@@ -97,7 +97,7 @@ def _stop(_signum: int, _frame: object) -> None:
 def _serve(cfg: Config, environ: Mapping[str, str], key: Sequence[str], ids: str,
            lock: str, sock: str, ready: int) -> int:
     """PID 1 of the keeper: mount, answer, unmount when idle."""
-    from fim.runtime import container
+    from fim.runtime import writable
 
     namespaces.die_with_parent(_signal.SIGKILL)
     namespaces.mount_proc()
@@ -109,8 +109,8 @@ def _serve(cfg: Config, environ: Mapping[str, str], key: Sequence[str], ids: str
             lowers = mount_all(stack, cfg.layers, cfg.paths, environ, cfg.debug)
             root: Optional[Root] = None
             if cfg.backend.tool:  # a FUSE overlay: it is kept too, with casefold's view
-                spec = container.root_spec(cfg, lowers, environ)
-                root = container.build_root(stack, cfg, cfg.backend, spec)
+                spec = writable.spec(cfg, lowers, environ)
+                root = writable.build(stack, cfg, cfg.backend, spec)
             listener = _listen(stack, sock)
             reply = _reply(ids, lowers, root)
             os.write(ready, READY)
