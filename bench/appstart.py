@@ -71,6 +71,9 @@ def plain_argv(rootfs: Path, work: Path, runtime_dir: str, ident: sandbox.Identi
     upper, wdir = work / "upper", work / "work"
     for d in (upper, wdir):
         d.mkdir(parents=True, exist_ok=True)
+    # bubblewrap makes the home dir; as an ordinary user it may not write in the
+    # root's /home, so the upper dir holds it already.
+    (upper / ident.home.lstrip("/")).mkdir(parents=True, exist_ok=True)
     passwd, group = work / "passwd", work / "group"
     etc = rootfs / "etc"
     passwd.write_text(sandbox.passwd_text((etc / "passwd").read_text(), ident))
