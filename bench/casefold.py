@@ -60,7 +60,7 @@ def main() -> int:
                 for backend in BACKENDS:
                     for state, image in images.items():
                         shutil.rmtree(image.parent / f".{image.name}.data", ignore_errors=True)
-                        env = dict(os.environ, FIM_OVERLAY=backend)
+                        env = dict(os.environ, FIM_OVERLAY=backend, FIM_KEEP="0")
                         t = timed([str(image), "fim-exec", "sh", "-c", work], env)
                         times.setdefault((name, backend, state), []).append(t)
         med = {k: statistics.median(v) for k, v in times.items()}

@@ -82,7 +82,7 @@ def main() -> int:
             uid, gid, user = entry.pw_uid, entry.pw_gid, args.user
             wrap = ["runuser", "-u", args.user, "--"]
             subprocess.run(["chown", "-R", f"{uid}:{gid}", str(base)], check=True)
-        env = dict(os.environ)
+        env = dict(os.environ, FIM_KEEP="0")  # every run mounts, as the raw tools do
         subprocess.run(wrap + [str(image), "fim-exec", "true"], check=True, env=env)
         gdir = "/tmp/fim" if os.stat("/tmp/fim").st_uid == uid else f"/tmp/fim-{uid}"
         cmds = rawtools.commands(f"{gdir}/app/{header.read(str(image)).build_id}/runtime")
