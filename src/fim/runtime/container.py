@@ -54,7 +54,6 @@ _TERMINAL = (_signal.SIGINT, _signal.SIGQUIT)
 _REFUSED = -1
 
 
-
 def _not_started(branches: Sequence[str], program: str) -> int:
     """Why bubblewrap could not start the program: 127 not found, 126 not executable."""
     found = rootview.which(branches, program, sandbox.CONTAINER_PATH)

@@ -116,15 +116,24 @@ def frame(words: Sequence[str]) -> bytes:
     return f"{len(payload)}:".encode() + payload
 
 
+def take_frame(buffer: bytearray) -> Optional[List[str]]:
+    """The words of the first whole frame in `buffer` (removed from it); None until a
+    whole one is there."""
+    head, sep, _ = buffer.partition(b":")
+    if not sep or not head.isdigit() or len(buffer) < len(head) + 1 + int(head):
+        return None
+    start, size = len(head) + 1, int(head)
+    payload = bytes(buffer[start:start + size])
+    del buffer[:start + size]
+    return payload.decode(errors="surrogateescape").split("\0") if payload else []
+
+
 def read_frame(conn: _socket.socket, buffer: bytearray) -> Optional[List[str]]:
     """The next frame's words, None at the end of the connection."""
     while True:
-        head, sep, _ = buffer.partition(b":")
-        if sep and head.isdigit() and len(buffer) >= len(head) + 1 + int(head):
-            size = int(head)
-            payload = bytes(buffer[len(head) + 1:len(head) + 1 + size])
-            del buffer[:len(head) + 1 + size]
-            return payload.decode(errors="surrogateescape").split("\0") if payload else []
+        words = take_frame(buffer)
+        if words is not None:
+            return words
         block = conn.recv(65536)
         if not block:
             return None

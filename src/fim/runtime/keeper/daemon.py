@@ -287,7 +287,7 @@ class _Server:
             self._drop(fd)
             return
         self.buffers[fd] += block
-        words = _parse(self.buffers[fd])
+        words = keeper.take_frame(self.buffers[fd])
         if words is None:
             return
         del self.pending[fd]
@@ -308,14 +308,6 @@ class _Server:
             self.held.append(conn)
         else:
             self._drop(fd)
-
-
-def _parse(buffer: bytearray) -> Optional[List[str]]:
-    head, sep, rest = bytes(buffer).partition(b":")
-    if not sep or not head.isdigit() or len(rest) < int(head):
-        return None
-    payload = rest[:int(head)]
-    return payload.decode(errors="surrogateescape").split("\0") if payload else []
 
 
 def _send(conn: socket.socket, data: bytes) -> None:
