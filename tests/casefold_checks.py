@@ -438,4 +438,5 @@ def _servers(mount: Path) -> List[int]:
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["inside"]:
+    sys.path.insert(0, str(SRC))  # the runtime beside this copy (libc for renameat2)
     print(json.dumps(inside(Path(sys.argv[2]), Path(sys.argv[3]))))
