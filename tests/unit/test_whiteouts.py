@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -137,7 +138,8 @@ def test_upper_dir_state_machine(tmp_path: Path) -> None:
         with Stack() as other:
             upperdir.claim(other, str(state), str(upper), BWRAP, [])
         # One that needs another form is refused while the first runs.
-        with pytest.raises(FimError, match="in use by another running instance"), Stack() as s:
+        with pytest.raises(FimError, match="in use by a running instance with the BWRAP "
+                           "overlay, and this run needs the UNIONFS overlay"), Stack() as s:
             upperdir.claim(s, str(state), str(upper), UNIONFS, [])
         with pytest.raises(FimError, match="in use by a running instance"), Stack() as s:
             upperdir.canonical(s, str(state), str(upper))
@@ -155,3 +157,43 @@ def test_upper_dir_state_machine(tmp_path: Path) -> None:
     with Stack() as stack:
         upperdir.claim(stack, str(state), str(upper), OVERLAYFS, [])
     assert _state(state) == "fuse-overlayfs"
+
+
+def _claim_and_hold(state: str, upper: str, name: str, ready: Any) -> int:
+    import time
+
+    backend = {"BWRAP": BWRAP, "OVERLAYFS": OVERLAYFS, "UNIONFS": UNIONFS}[name]
+    ready.wait()  # all at once
+    try:
+        with Stack() as stack:
+            upperdir.claim(stack, state, upper, backend, [])
+            time.sleep(0.05)  # held while the others start
+    except FimError as e:
+        print(e.message)
+        return 1
+    return 0
+
+
+def _exit_with(state: str, upper: str, name: str, ready: Any) -> None:
+    os._exit(_claim_and_hold(state, upper, name, ready))
+
+
+def test_simultaneous_first_claims_never_conflict(tmp_path: Path) -> None:
+    """Processes claiming at once on a fresh data dir (and then, all at once, for another
+    backend once the first ones are gone) all get the directory: none sees the others'
+    brief shared locks as a running instance of another form."""
+    import multiprocessing
+
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    state = str(tmp_path / "overlay.state")
+    ctx = multiprocessing.get_context("fork")
+    for name in ("BWRAP", "UNIONFS", "OVERLAYFS") * 4:
+        ready = ctx.Barrier(24)
+        procs = [ctx.Process(target=_exit_with, args=(state, str(upper), name, ready))
+                 for _ in range(24)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(30)
+        assert [proc.exitcode for proc in procs] == [0] * len(procs), name

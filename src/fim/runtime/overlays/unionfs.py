@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import zlib
 
-from fim.runtime import mounts, tools
+from fim.runtime import files, mounts, tools
 from fim.runtime.overlays import UNIONFS, Root, alternatives, whiteouts
 
 TYPE_CHECKING = False
@@ -60,11 +60,16 @@ def _markers(key: str, layer_dir: str, cache_dir: str) -> Tuple[List[str], List[
     except OSError:
         pass
     gone, opaque = whiteouts.scan(layer_dir)
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp = f"{cache}.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("\n".join([key] + [f"w {p}" for p in gone] + [f"o {p}" for p in opaque]))
-    os.replace(tmp, cache)
+    # Simultaneous first starts build it at once: each writes its own file (their
+    # inits are all process 1, so the pid cannot name it) and the last rename wins.
+    tmp = files.beside(cache)
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("\n".join([key] + [f"w {p}" for p in gone] + [f"o {p}" for p in opaque]))
+        os.replace(tmp, cache)
+    except OSError:
+        files.discard(tmp)  # only a cache: the scan stands for this run
     return gone, opaque
 
 
