@@ -11,7 +11,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Set
 
 import pytest
 
@@ -107,8 +107,9 @@ def add_base_tree(rootfs: Path) -> None:
         path.write_text(text)
 
 
-def keeper_processes() -> List[int]:
-    """Every keeper running on this machine (its process title ends in fim-keeper)."""
+def keeper_processes(build_ids: Optional[Set[str]] = None) -> List[int]:
+    """Every keeper running on this machine (its process title ends in fim-keeper), or
+    only those of images with these build ids (their log is in the build's directory)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -116,18 +117,35 @@ def keeper_processes() -> List[int]:
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 title = f.read().split(b"\0")[0]
+            if not title.endswith(b" fim-keeper"):
+                continue
+            log = os.readlink(f"/proc/{entry}/fd/1") if build_ids is not None else ""
         except OSError:
             continue
-        if title.endswith(b" fim-keeper"):
+        if build_ids is None or any(f"/app/{b}/" in log for b in build_ids):
             found.append(int(entry))
     return found
 
 
+def _build_ids(base: Path) -> Set[str]:
+    """The build ids of the images under `base` (header at 8192, id at 72)."""
+    ids = set()
+    for image in base.rglob("*.flatimage"):
+        try:
+            with open(image, "rb") as f:
+                f.seek(8192 + 72)
+                ids.add(f.read(32).rstrip(b"\0").decode("ascii", "replace"))
+        except OSError:
+            continue
+    return ids
+
+
 @pytest.fixture(scope="session", autouse=True)
-def no_keeper_left() -> Iterator[None]:
-    """A failed keeper test must not leave its keepers (and their mounts) running."""
+def no_keeper_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A failed keeper test must not leave its keepers (and their mounts) running; only
+    this session's: another session's (or a user's) keepers on the machine are not ours."""
     yield
-    for pid in keeper_processes():
+    for pid in keeper_processes(_build_ids(tmp_path_factory.getbasetemp())):
         try:
             os.kill(pid, 9)
         except OSError:
