@@ -137,6 +137,7 @@ def write_region(path: str, header: Header, region: Region, value: bytes) -> Non
         fd = os.open(path, os.O_RDWR)
     except OSError as e:
         raise FimError(f"Cannot write image '{path}': {e.strerror}") from None
+    recorded = False  # once the journal head is durable, the new value is the one read
     try:
         recover(fd, header)
         if len(data) > 1:
@@ -144,10 +145,18 @@ def write_region(path: str, header: Header, region: Region, value: bytes) -> Non
             os.pwrite(fd, data, header.journal_offset + _JOURNAL_HEAD.size)
             os.fsync(fd)
             _commit(fd, header.journal_offset, entry)
+            recorded = True
             _commit(fd, start, data)
             _commit(fd, header.journal_offset, b"\0" * 8)
         else:
             # A one-byte write is atomic by itself.
             _commit(fd, start, data)
+    except OSError as e:
+        # ENOSPC (a sparse copy of the image), EIO, EDQUOT: one line, and which value
+        # stands. A half-written journal body has no valid head, so it is ignored.
+        state = ("the new value is recorded in its journal and is the one read"
+                 if recorded else "its old value stands")
+        raise FimError(f"Cannot write the '{region.name}' setting of image '{path}': "
+                       f"{e.strerror}; {state}") from None
     finally:
         os.close(fd)
