@@ -28,7 +28,15 @@ from fim.runtime import (
     tools,
     writable,
 )
-from fim.runtime.errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, FimError, debug, error, warn
+from fim.runtime.errors import (
+    EXIT_CANNOT_EXECUTE,
+    EXIT_NOT_FOUND,
+    FimError,
+    debug,
+    error,
+    os_failure,
+    warn,
+)
 from fim.runtime.image.settings import PERMISSIONS, UNSHARE
 from fim.runtime.layers.mount import mount_all
 from fim.runtime.overlays import upperdir
@@ -200,6 +208,9 @@ def _run_init(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[s
     except FimError as e:
         error(e.message)
         return e.code
+    except OSError as e:
+        error(os_failure(e))
+        return 1
     except BaseException as e:  # noqa: BLE001 - the init must never show a traceback
         error(f"Internal error: {type(e).__name__}: {e}")
         return 1

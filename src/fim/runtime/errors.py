@@ -44,6 +44,17 @@ def debug(enabled: bool, message: str, prefix: str = "D") -> None:
         sys.stdout.flush()
 
 
+def os_failure(e: OSError) -> str:
+    """An OS error that reached the top (a full or read-only disk, a quota, EIO, a
+    permission) as one line: its cause and the path, never a traceback. Paths that
+    know what they were doing say more where they raise (FimError)."""
+    cause = e.strerror or type(e).__name__
+    if e.filename is None:
+        return cause
+    where = f"'{e.filename}'" + (f" -> '{e.filename2}'" if e.filename2 is not None else "")
+    return f"{cause}: {where}"
+
+
 def trailing(command: str, rest: list[str]) -> FimError:
     """The contract's message for extra arguments, e.g. `['a','b',]`."""
     listed = "".join(f"'{a}'," for a in rest)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from fim.runtime.errors import FimError, error
+from fim.runtime.errors import FimError, error, os_failure
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,6 +40,9 @@ def main(image: str, args: List[str], dir_global: str, header_block: bytes, fd: 
         return 130
     except BrokenPipeError:
         return 141
+    except OSError as e:
+        error(os_failure(e))
+        return 1
     except Exception as e:  # noqa: BLE001 - the user gets one line, never a traceback
         error(f"Internal error: {type(e).__name__}: {e}")
         return 1

@@ -110,8 +110,17 @@ def read_prefix(fd: int, header: Header, region: Region) -> bytes:
         chunk *= 8
 
 
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    """pwrite until every byte is written: on a filling disk a write comes back short
+    first, and only the next one says why (ENOSPC)."""
+    view = memoryview(data)
+    while view:
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
+
+
 def _commit(fd: int, offset: int, data: bytes) -> None:
-    os.pwrite(fd, data, offset)
+    _write_all(fd, data, offset)
     os.fsync(fd)
 
 
@@ -120,8 +129,7 @@ def recover(fd: int, header: Header) -> None:
     pending = _pending(fd, header)
     if pending is not None:
         _commit(fd, pending[0], pending[1])
-    os.pwrite(fd, b"\0" * 8, header.journal_offset)
-    os.fsync(fd)
+    _commit(fd, header.journal_offset, b"\0" * 8)
 
 
 def write_region(path: str, header: Header, region: Region, value: bytes) -> None:
@@ -142,7 +150,7 @@ def write_region(path: str, header: Header, region: Region, value: bytes) -> Non
         recover(fd, header)
         if len(data) > 1:
             entry = _JOURNAL_HEAD.pack(_JOURNAL_MAGIC, start, len(data), zlib.crc32(data))
-            os.pwrite(fd, data, header.journal_offset + _JOURNAL_HEAD.size)
+            _write_all(fd, data, header.journal_offset + _JOURNAL_HEAD.size)
             os.fsync(fd)
             _commit(fd, header.journal_offset, entry)
             recorded = True
