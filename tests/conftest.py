@@ -127,6 +127,28 @@ def keeper_processes(build_ids: Optional[Set[str]] = None) -> List[int]:
     return found
 
 
+def traces(image: Path) -> List[str]:
+    """Processes whose command line names the image (its daemons do) and mounts of any
+    process that name its data dir: what an ended keeper must not leave."""
+    data = str(image.parent / f".{image.name}.data")
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{entry}/mountinfo") as f:
+                mounts = f.read()
+        except OSError:
+            continue
+        if (str(image) in cmdline or data in cmdline) and "pytest" not in cmdline:
+            found.append(f"process {entry}: {cmdline}")
+        if data in mounts:
+            found.append(f"mounts of process {entry}")
+    return found
+
+
 def _build_ids(base: Path) -> Set[str]:
     """The build ids of the images under `base` (header at 8192, id at 72)."""
     ids = set()

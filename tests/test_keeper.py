@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
-from conftest import Runner, keeper_processes
+from conftest import Runner, keeper_processes, traces
 
 BACKENDS = ["bwrap", "overlayfs", "unionfs"]
 # Long enough for a test's next launch, short enough to see it go.
@@ -67,28 +67,6 @@ def wait_running(runner: Runner, image: Path) -> int:
         assert time.monotonic() < deadline, "the instance did not start"
         time.sleep(0.1)
     return listed_instances(runner, image)[0]
-
-
-def traces(image: Path) -> List[str]:
-    """Processes whose command line names the image (its daemons do) and mounts of any
-    process that name its data dir: what an ended keeper must not leave."""
-    data = str(image.parent / f".{image.name}.data")
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-            with open(f"/proc/{entry}/mountinfo") as f:
-                mounts = f.read()
-        except OSError:
-            continue
-        if str(image) in cmdline and "pytest" not in cmdline:
-            found.append(f"process {entry}: {cmdline}")
-        if data in mounts:
-            found.append(f"mounts of process {entry}")
-    return found
 
 
 def wait_gone(image: Path, pids: List[str], seconds: float = 15) -> None:

@@ -101,3 +101,26 @@ def test_process_title_shows_in_ps() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_half_written_files_of_dead_writers_are_swept(tmp_path: os.PathLike[str]) -> None:
+    """runtime.PID (an extraction) and .NAME.PID[-TOKEN].partial (files.beside) of a
+    writer that is gone are removed; a live writer's, and other files, stay."""
+    from fim.runtime import files, instance
+
+    dead = process.spawn(["/bin/true"], {}, os.devnull)
+    process.wait(dead)
+    live = os.getppid()
+    names = [f"runtime.{dead}", f".commit.{dead}.partial", f".a.b.{dead}-12345678.partial",
+             f"runtime.{live}", f".commit.{live}.partial", "runtime", "x.markers",
+             ".odd.partial"]
+    for name in names:
+        if name.startswith("runtime"):
+            os.makedirs(os.path.join(tmp_path, name, "sub"))
+        else:
+            open(os.path.join(tmp_path, name), "w").close()
+    mine = files.beside(os.path.join(tmp_path, "mine"))
+    open(mine, "w").close()
+    instance.sweep_partials(os.fspath(tmp_path))
+    left = sorted(os.listdir(tmp_path))
+    assert left == sorted(names[3:] + [os.path.basename(mine)])

@@ -31,7 +31,7 @@ def beside(destination: str) -> str:
     """A temporary name on the destination's filesystem, so that placing it is a link.
     Unique across instances: inside their PID namespaces every init is process 1."""
     directory, name = os.path.split(os.path.abspath(destination))
-    return os.path.join(directory, f".{name}.{os.getpid()}.{os.urandom(4).hex()}.partial")
+    return os.path.join(directory, f".{name}.{os.getpid()}-{os.urandom(4).hex()}.partial")
 
 
 def copy(source: str, destination: str) -> None:

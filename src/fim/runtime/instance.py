@@ -49,6 +49,8 @@ def finish(paths: Paths) -> None:
     remove_tree(paths.dir_instance)
     sweep(paths.dir_work_root, paths.pid)
     sweep(paths.dir_instance_root, paths.pid)
+    for directory in (paths.dir_app, paths.dir_tmp, paths.dir_markers):
+        sweep_partials(directory)
 
 
 def _alive(pid: int) -> bool:
@@ -75,6 +77,39 @@ def sweep(parent: str, keep: int) -> None:
                     remove_tree(path)
             except OSError:
                 continue
+
+
+def _writer(name: str) -> Optional[int]:
+    """The pid in the name of a file being written: `runtime.PID` (an extraction, see
+    bootstrap.py), `.NAME.PID[-TOKEN].partial` (files.beside, a commit's layer)."""
+    if name.startswith("runtime."):
+        digits = name[len("runtime."):]
+    elif name.startswith(".") and name.endswith(".partial"):
+        digits = name[:-len(".partial")].rsplit(".", 1)[-1].split("-", 1)[0]
+    else:
+        return None
+    return int(digits) if digits.isdigit() else None
+
+
+def sweep_partials(directory: str) -> None:
+    """Remove what killed writers left half written in `directory`: their names carry
+    the writer's pid, and a writer that is gone will never finish them."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        pid = _writer(name)
+        if pid is None or pid == os.getpid() or _alive(pid):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                remove_tree(path)
+            else:
+                os.unlink(path)
+        except OSError:
+            continue
 
 
 def running(paths: Paths, keepers: bool = False) -> List[Tuple[int, int]]:
