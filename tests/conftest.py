@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -162,16 +163,52 @@ def _build_ids(base: Path) -> Set[str]:
     return ids
 
 
+def _unescape(field: str) -> str:
+    # mountinfo writes space, tab, newline and backslash as octal escapes.
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def reap(root: Path) -> List[str]:
+    """Kill every process whose command line names a path under `root` and lazily
+    unmount every mount of ours under it: what a failed test could leave (a FUSE
+    daemon and its mount). What was found, for the report."""
+    prefix = str(root)
+    mine = {os.getpid(), os.getppid()}
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in mine:
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if prefix in cmdline and "pytest" not in cmdline:
+            found.append(f"process {entry}: {cmdline[:200]}")
+            try:
+                os.kill(int(entry), 9)
+            except OSError:
+                pass
+    with open("/proc/self/mountinfo") as f:
+        points = [_unescape(line.split()[4]) for line in f]
+    for point in sorted((p for p in points if p == prefix or p.startswith(prefix + "/")),
+                        reverse=True):
+        found.append(f"mount {point}")
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+    return found
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_keeper_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """A failed keeper test must not leave its keepers (and their mounts) running; only
-    this session's: another session's (or a user's) keepers on the machine are not ours."""
+    """A failed test must not leave keepers, daemons or mounts behind; only this
+    session's: another session's (or a user's) on the machine are not ours."""
     yield
     for pid in keeper_processes(_build_ids(tmp_path_factory.getbasetemp())):
         try:
             os.kill(pid, 9)
         except OSError:
             pass
+    reap(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")
@@ -254,6 +291,7 @@ def workdir(runner: Runner) -> Iterator[Path]:
     if runner.user is not None:
         os.chown(path, runner.uid, -1)
     yield path
+    reap(path)  # a failed test's daemons and mounts, before the tree goes
     subprocess.run(["rm", "-rf", str(path)], check=False)
 
 
