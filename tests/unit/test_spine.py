@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -70,7 +71,8 @@ def test_read_all_reads_until_the_writer_closes() -> None:
 
 
 def test_paths_are_derived_from_one_value() -> None:
-    p = paths.of("/opt/games/app.flatimage", "/tmp/fim", "abc", 42)
+    p = paths.of("/opt/games/app.flatimage", "/tmp/fim", "abc", 42,
+                 {"FIM_DIR_DATA": "/opt/games/.app.flatimage.data"})
     assert p.dir_data == "/opt/games/.app.flatimage.data"
     assert p.dir_upper == "/opt/games/.app.flatimage.data/data"
     assert p.dir_work == "/opt/games/.app.flatimage.data/work/42"
@@ -124,3 +126,18 @@ def test_half_written_files_of_dead_writers_are_swept(tmp_path: os.PathLike[str]
     instance.sweep_partials(os.fspath(tmp_path))
     left = sorted(os.listdir(tmp_path))
     assert left == sorted(names[3:] + [os.path.basename(mine)])
+
+
+def test_the_data_directory_next_to_the_image_or_elsewhere(tmp_path: Path) -> None:
+    image = str(tmp_path / "app.flatimage")
+    assert paths.data_dir(image, {}) == (str(tmp_path / ".app.flatimage.data"), "")
+    assert paths.data_dir(image, {"FIM_DIR_DATA": "rel/d"}) == (os.path.abspath("rel/d"),
+                                                                 "FIM_DIR_DATA")
+    # Where nothing can be written (a directory that does not exist stands for it here):
+    # the user's own, one per image path.
+    far = "/nonexistent-dir/app.flatimage"
+    data, why = paths.data_dir(far, {"XDG_DATA_HOME": "/x/share", "HOME": "/h"})
+    assert data.startswith("/x/share/fim/app.flatimage-") and len(data.rsplit("-", 1)[1]) == 12
+    assert why == "'/nonexistent-dir/.app.flatimage.data' is not writable"
+    other, _ = paths.data_dir("/nonexistent-dir2/app.flatimage", {"HOME": "/h"})
+    assert other.startswith("/h/.local/share/fim/app.flatimage-") and other != data

@@ -225,6 +225,8 @@ def _report(cfg: Config) -> None:
             warn(f"{problem}; using its default")
     if cfg.casefold_fallback and cfg.debug:
         warn("casefold cannot be used with bwrap overlayfs, falling back to unionfs")
+    if cfg.paths.data_why:
+        debug(cfg.debug, f"Data directory: {cfg.paths.dir_data} ({cfg.paths.data_why})")
     debug(cfg.debug, f"Overlay type: {cfg.backend.debug_name}")
 
 

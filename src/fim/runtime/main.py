@@ -21,7 +21,7 @@ def main(image: str, args: List[str], dir_global: str, header_block: bytes, fd: 
 
         process.set_title([os.path.basename(image)] + args)
         handle = adopt(image, fd, header_block)
-        where = paths.of(image, dir_global, handle.header.build_id, os.getpid())
+        where = paths.of(image, dir_global, handle.header.build_id, os.getpid(), os.environ)
         ctx = Context(handle, where, os.environ)
         if args and args[0].startswith("fim-"):
             entry = COMMANDS.get(args[0])

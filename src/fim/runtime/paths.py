@@ -16,7 +16,7 @@ from fim.runtime.record import dataclass
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict
+    from typing import Dict, Mapping, Optional, Tuple
 
 _join = os.path.join
 
@@ -28,6 +28,8 @@ class Paths:
     build_id: str
     pid: int  # of the instance: the launcher process
     dir_data: str
+    # Why dir_data is not `.NAME.data` next to the image (for FIM_DEBUG), "" when it is.
+    data_why: str = ""
 
     @property
     def dir_self(self) -> str:
@@ -114,6 +116,30 @@ class Paths:
         }
 
 
-def of(image: str, dir_global: str, build_id: str, pid: int) -> Paths:
+def data_dir(image: str, environ: Mapping[str, str]) -> Tuple[str, str]:
+    """The image's data directory, and why it is not the default one.
+
+    `FIM_DIR_DATA` wins (FlatImage's variable). Else `.NAME.data` next to the image,
+    when it exists and we may write it, or it does not exist and we may make it there.
+    An image the user cannot write next to (installed by root under /opt, on a CD or a
+    read-only mount) gets a data directory of its own per user and per image path:
+    `$XDG_DATA_HOME/fim/NAME-HASH` (HASH: 12 hex digits of SHA-256 of the path)."""
+    given = environ.get("FIM_DIR_DATA", "")
+    if given:
+        return os.path.abspath(given), "FIM_DIR_DATA"
     dir_self, name = os.path.split(image)
-    return Paths(image, dir_global, build_id, pid, _join(dir_self, f".{name}.data"))
+    beside = _join(dir_self, f".{name}.data")
+    if os.access(beside if os.path.isdir(beside) else dir_self, os.W_OK | os.X_OK):
+        return beside, ""
+    import hashlib
+
+    home = environ.get("HOME") or os.path.expanduser("~")
+    share = environ.get("XDG_DATA_HOME") or _join(home, ".local", "share")
+    digest = hashlib.sha256(image.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return _join(share, "fim", f"{name}-{digest}"), f"'{beside}' is not writable"
+
+
+def of(image: str, dir_global: str, build_id: str, pid: int,
+       environ: Optional[Mapping[str, str]] = None) -> Paths:
+    data, why = data_dir(image, {} if environ is None else environ)
+    return Paths(image, dir_global, build_id, pid, data, why)

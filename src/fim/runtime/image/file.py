@@ -48,6 +48,14 @@ class ImageFile:
         """Store a setting; what does not fit its region is refused, the old value kept."""
         reserved.write_region(self.path, self.header, codec.region, codec.encode(value))
 
+    def check_writable(self) -> None:
+        """Refuse, before any work, a change of the image file that cannot be written
+        (read-only media, an image installed by another user)."""
+        try:
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CLOEXEC))
+        except OSError as e:
+            raise FimError(f"Cannot write image '{self.path}': {e.strerror}") from None
+
     def chain(self) -> Chain:
         return chain.scan(self.fd, self.header)
 

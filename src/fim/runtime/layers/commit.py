@@ -91,6 +91,8 @@ def commit(image: ImageFile, paths: Paths, environ: Mapping[str, str], mode: str
     layer is durably in place, so that a failure at any step loses nothing."""
     if mode == MANAGED:
         build.next_managed(paths.dir_layers)  # refuse past 999 before any work
+    elif mode == BINARY:
+        image.check_writable()
     os.makedirs(paths.dir_upper, exist_ok=True)
     with Stack() as stack:
         # An idle keeper's FUSE overlay of the upper dir ends before it is read and cleared.
@@ -120,6 +122,7 @@ def _cannot_remove(path: str, is_dir: bool) -> None:
 
 def add(image: ImageFile, path: str) -> None:
     """Append the layer file `path` to the image, on top."""
+    image.check_writable()
     if not os.path.isfile(path):
         raise FimError(f"Layer file '{path}' does not exist")
     if detect(path) is None:
