@@ -212,6 +212,20 @@ def no_keeper_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
+def debian_root() -> Path:
+    """Debian bookworm minbase with python3 and fuse3."""
+    return cached_rootfs("debian-bookworm-python3-fuse3", "python3,fuse3")
+
+
+@pytest.fixture(scope="session")
+def debian_image(debian_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("debian") / "debian.flatimage"
+    r = fim("build", str(debian_root), str(out))
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
 def built_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("image")
     r = fim("rootfs", "busybox", str(base / "rootfs"))

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TEST_USER, Runner, cached_rootfs
+from conftest import TEST_USER, Runner
 
 pytestmark = pytest.mark.slow
 
@@ -29,20 +29,6 @@ NOT_ON_HOST = ("bwrap", "squashfuse", "squashfuse_ll", "fuse-overlayfs", "unionf
 
 def fim(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fim", *args], capture_output=True, text=True)
-
-
-@pytest.fixture(scope="session")
-def debian_root() -> Path:
-    """Debian bookworm minbase with python3 and fuse3."""
-    return cached_rootfs("debian-bookworm-python3-fuse3", "python3,fuse3")
-
-
-@pytest.fixture(scope="session")
-def debian_image(debian_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("debian") / "debian.flatimage"
-    r = fim("build", str(debian_root), str(out))
-    assert r.returncode == 0, r.stderr
-    return out
 
 
 def _bwrap_copy(into: Path) -> str:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 
 from fim.runtime import overlays
-from fim.runtime.errors import FimError, debug_enabled
+from fim.runtime.errors import FimError, debug_enabled, warn
 from fim.runtime.image import settings
-from fim.runtime.layers import Layer, external
-from fim.runtime.record import dataclass
+from fim.runtime.layers import Layer, detect, external
+from fim.runtime.record import dataclass, replace
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -60,9 +60,26 @@ def layer_list(image: ImageFile, paths: Paths,
     layers = [Layer(e.index, image.path, e.offset, e.size, True) for e in scanned.elements]
     if os.path.isdir(paths.dir_layers):
         layers += external([paths.dir_layers], len(layers))
-    extra = [p for p in environ.get("FIM_LAYERS", "").split(":") if p]
-    layers += external(extra, len(layers))
+    layers += _requested(environ.get("FIM_LAYERS", ""), len(layers))
     return layers, scanned.torn or 0
+
+
+def _requested(value: str, first_index: int) -> List[Layer]:
+    """FIM_LAYERS' layers (files, and the files of directories); an entry that does not
+    exist, or a file that is no layer, is one W:: line and the run goes on without it
+    (FlatImage's behaviour: a layer set from a script outlives the file it names)."""
+    found: List[Layer] = []
+    for entry in (p for p in value.split(":") if p):
+        if not os.path.exists(entry):
+            warn(f"Ignoring '{entry}' of FIM_LAYERS: it does not exist")
+            continue
+        for layer in external([entry], 0):
+            if detect(layer.path) is None:
+                warn(f"Ignoring '{layer.path}' of FIM_LAYERS: it is not a layer "
+                     "(SquashFS or DwarFS)")
+                continue
+            found.append(replace(layer, index=first_index + len(found)))
+    return found
 
 
 def _seconds(environ: Mapping[str, str], name: str, default: float, most: float) -> float:

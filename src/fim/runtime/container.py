@@ -15,6 +15,7 @@ import os
 import sys
 
 from fim.runtime import (
+    fimvars,
     identity,
     idmap,
     instance,
@@ -130,10 +131,17 @@ def _attempt(cfg: Config, backend: overlays.Backend, lowers: Sequence[str],
         granted = permissions.grant(cfg.permissions, env, cfg.uid)
         if cfg.debug:
             _report_grant(cfg, granted, env)
-        ident = identity.resolve(cfg.uid, cfg.gid, as_root, root.branches, granted.home)
+        wanted = sandbox.fim_env(cfg.environment, env)
+        ident = identity.resolve(cfg.uid, cfg.gid, as_root, root.branches, granted.home, wanted)
         if shell:
             program = [ident.shell] + list(program)
         passwd, group = identity.write_files(ident, root.branches, paths.dir_instance)
+        rc_args: List[str] = []
+        if "PS1" in wanted and identity.is_bare_bash(program):
+            # The image's prompt: bash's own start-up files, then PS1 (they set theirs).
+            rc_args = ["--ro-bind", identity.write_bashrc(wanted["PS1"], paths.dir_instance),
+                       identity.BASHRC]
+            program = [program[0], "--rcfile", identity.BASHRC]
         read_end, write_end = os.pipe()
         os.set_inheritable(write_end, True)
         box = sandbox.Sandbox(
@@ -147,14 +155,14 @@ def _attempt(cfg: Config, backend: overlays.Backend, lowers: Sequence[str],
             program=program,
             share_network=granted.share_network,
             unshare=UNSHARE.named(cfg.unshare),
-            extra=granted.args + sandbox.bind_args(cfg.bindings, env),
+            extra=granted.args + rc_args + sandbox.bind_args(cfg.bindings, env),
             # Root inside with every id its namespace maps, when it maps more than one.
             userns=not (ident.uid == 0 and ids != idmap.SINGLE_ID),
             seccomp_fd=(_ownership_filter(stack) if ident.uid == 0 and ids == idmap.SINGLE_ID
                         else None),
         )
-        child_env = sandbox.environment(env, ident, paths.fim_vars(), granted.env,
-                                        cfg.environment, granted.appended)
+        child_env = sandbox.environment(env, ident, fimvars.values(cfg, root.branches),
+                                        granted.env, cfg.environment, granted.appended)
         try:
             children[:] = [reaper.start(sandbox.argv(box), child_env, cfg.exit_grace)]
         finally:

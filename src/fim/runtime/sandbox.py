@@ -107,15 +107,12 @@ def environment(host: Mapping[str, str], ident: Identity, fim_vars: Mapping[str,
     permissions add, and the image's fim-env entries ($VARIABLES expanded) on top;
     last, search paths extended after what they hold (or their default when unset)."""
     env = dict(host)
-    env.update(
-        PATH=CONTAINER_PATH, HOME=ident.home, USER=ident.user, LOGNAME=ident.user,
-        SHELL=ident.shell,
-    )
+    env["PATH"] = CONTAINER_PATH
     env.update(fim_vars)
     env.update(granted)
-    for entry in entries:
-        key, _, value = entry.partition("=")
-        env[key] = expand(value, host)
+    env.update(fim_env(entries, host))
+    # The identity last: fim-env's HOME, USER and SHELL shaped it, or were refused.
+    env.update(HOME=ident.home, USER=ident.user, LOGNAME=ident.user, SHELL=ident.shell)
     for key, (value, default) in appended.items():
         before = env.get(key) or default
         env[key] = f"{before}:{value}" if before else value
@@ -144,8 +141,29 @@ def group_text(container_group: Optional[str], ident: Identity) -> str:
     return "\n".join(lines + [own]) + "\n"
 
 
-def expand(text: str, environ: Mapping[str, str]) -> str:
-    """$VAR and ${VAR} from the host environment; unknown variables stay as written."""
+def fim_env(entries: Sequence[str], host: Mapping[str, str]) -> Dict[str, str]:
+    """The fim-env entries, expanded as a shell user expects: `$VAR` and `${VAR}` from
+    the entries before (as expanded), then the host's environment; an unknown variable
+    is empty. Nothing else is interpreted (no command substitution, no quotes)."""
+    values: Dict[str, str] = {}
+    for entry in entries:
+        key, _, value = entry.partition("=")
+        values[key] = expand(value, values, host, unknown="")
+    return values
+
+
+def expand(text: str, environ: Mapping[str, str], fallback: Mapping[str, str] = {},
+           unknown: Optional[str] = None) -> str:
+    """$VAR and ${VAR} from `environ`, else `fallback`; an unknown variable becomes
+    `unknown`, or stays as written when that is None (bind sources: a path with a
+    literal $ stays that path)."""
+    def lookup(name: str, written: str) -> str:
+        if name in environ:
+            return environ[name]
+        if name in fallback:
+            return fallback[name]
+        return written if unknown is None else unknown
+
     out, i = [], 0
     while i < len(text):
         c = text[i]
@@ -153,21 +171,32 @@ def expand(text: str, environ: Mapping[str, str]) -> str:
             if text[i + 1] == "{":
                 end = text.find("}", i + 2)
                 if end > 0:
-                    name = text[i + 2:end]
-                    out.append(environ.get(name, text[i:end + 1]))
+                    out.append(lookup(text[i + 2:end], text[i:end + 1]))
                     i = end + 1
                     continue
             j = i + 1
             while j < len(text) and (text[j].isalnum() or text[j] == "_"):
                 j += 1
             if j > i + 1:
-                name = text[i + 1:j]
-                out.append(environ.get(name, text[i:j]))
+                out.append(lookup(text[i + 1:j], text[i:j]))
                 i = j
                 continue
         out.append(c)
         i += 1
     return "".join(out)
+
+
+def bashrc_text(prompt: str) -> str:
+    """The rc file of an interactive bash started by fim when the image sets PS1: the
+    start-up files bash reads by itself, then the image's prompt (theirs set one too).
+    One pair of quotes around the value is taken off, as FlatImage's examples write it
+    (`'PS1="[\\#] \\W > "'`)."""
+    if len(prompt) >= 2 and prompt[0] == prompt[-1] and prompt[0] in "'\"":
+        prompt = prompt[1:-1]
+    quoted = "'" + prompt.replace("'", "'\\''") + "'"
+    return ("[ -r /etc/bash.bashrc ] && . /etc/bash.bashrc\n"
+            '[ -r "$HOME/.bashrc" ] && . "$HOME/.bashrc"\n'
+            f"PS1={quoted}\n")
 
 
 def parse_status(text: str) -> Tuple[Optional[int], Optional[int]]:
