@@ -101,15 +101,25 @@ def _scope(cfg: Config, env: Mapping[str, str]) -> None:
               f"on this kernel, ABI {landlock.abi()} < {landlock.MIN_ABI})")
 
 
-def _ownership_filter(stack: Stack) -> Optional[int]:
-    """Root over the caller's ids alone: giving files to others succeeds without
-    effect, so that package installs go on (seccomp.py)."""
+def _filter(stack: Stack, cfg: Config, foreign_chown: bool) -> Optional[int]:
+    """The seccomp program for the sandboxed program (seccomp.py): terminal injection
+    and the calls no desktop program needs refused; with `foreign_chown` (root over
+    the caller's ids alone), giving files to others succeeds without effect, so that
+    package installs go on. None where this machine or kernel has no filter."""
     from fim.runtime import seccomp
 
-    program = seccomp.foreign_chown_succeeds()
-    if program is None:
+    machine = os.uname().machine
+    code = seccomp.program(machine, foreign_chown)
+    if code is None:
+        debug(cfg.debug, f"Seccomp: no filter (no table for {machine})")
         return None
-    fd = seccomp.as_fd(program)
+    if not seccomp.supported():
+        debug(cfg.debug, "Seccomp: no filter (this kernel runs no seccomp programs)")
+        return None
+    debug(cfg.debug, f"Seccomp: {len(code) // 8} instructions for "
+          f"{','.join(abi.name for abi in seccomp.MACHINES[machine])}"
+          f"{', foreign chown succeeds' if foreign_chown else ''}")
+    fd = seccomp.as_fd(code)
     stack.push(os.close, fd)
     return fd
 
@@ -158,8 +168,7 @@ def _attempt(cfg: Config, backend: overlays.Backend, lowers: Sequence[str],
             extra=granted.args + rc_args + sandbox.bind_args(cfg.bindings, env),
             # Root inside with every id its namespace maps, when it maps more than one.
             userns=not (ident.uid == 0 and ids != idmap.SINGLE_ID),
-            seccomp_fd=(_ownership_filter(stack) if ident.uid == 0 and ids == idmap.SINGLE_ID
-                        else None),
+            seccomp_fd=_filter(stack, cfg, ident.uid == 0 and ids == idmap.SINGLE_ID),
         )
         child_env = sandbox.environment(env, ident, fimvars.values(cfg, root.branches),
                                         granted.env, cfg.environment, granted.appended)
