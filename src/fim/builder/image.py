@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from fim import __version__
 from fim.builder import bundle, payload
@@ -56,8 +56,7 @@ def make_layer(source: Path, output: Path, level: int = DEFAULT_LEVEL) -> None:
         raise FimError(f"mksquashfs failed: {result.stderr.strip() or result.stdout.strip()}")
 
 
-def distribution_label(rootfs: Path) -> str:
-    """PRETTY_NAME of the root filesystem's os-release, else its ID, else "unknown"."""
+def _os_release(rootfs: Path) -> Dict[str, str]:
     for rel in ("etc/os-release", "usr/lib/os-release"):
         try:
             text = (rootfs / rel).read_text(errors="replace")
@@ -67,8 +66,20 @@ def distribution_label(rootfs: Path) -> str:
         for line in text.splitlines():
             key, _, value = line.partition("=")
             fields[key.strip()] = value.strip().strip('"')
-        return fields.get("PRETTY_NAME") or fields.get("NAME") or fields.get("ID") or "unknown"
-    return "unknown"
+        return fields
+    return {}
+
+
+def distribution_label(rootfs: Path) -> str:
+    """PRETTY_NAME of the root filesystem's os-release, else its ID, else "unknown"."""
+    fields = _os_release(rootfs)
+    return fields.get("PRETTY_NAME") or fields.get("NAME") or fields.get("ID") or "unknown"
+
+
+def distribution_id(rootfs: Path) -> str:
+    """The os-release ID in capitals (FIM_DIST: DEBIAN, BUSYBOX), UNKNOWN without one:
+    recipes are fetched for it without mounting the image."""
+    return (_os_release(rootfs).get("ID") or "unknown").upper()
 
 
 def build(rootfs: Path, output: Path, name: Optional[str] = None,
@@ -85,6 +96,7 @@ def build(rootfs: Path, output: Path, name: Optional[str] = None,
         "name": label,
         "build_id": build_id,
         "distribution": distribution_label(rootfs),
+        "dist": distribution_id(rootfs),
         "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "builder_version": __version__,
     }

@@ -33,6 +33,8 @@ COMMANDS = {
     "fim-env": ("env", "main"),
     "fim-boot": ("boot", "main"),
     "fim-instance": ("instance", "main"),
+    "fim-remote": ("remote", "main"),
+    "fim-recipe": ("recipe", "main"),
     "fim-version": ("version", "main"),
     "fim-help": ("help", "main"),
 }

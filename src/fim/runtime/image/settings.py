@@ -166,6 +166,14 @@ def _dump_boot(boot: Optional[Boot]) -> Any:
     return None if boot is None else {"program": boot.program, "args": boot.args}
 
 
+def _load_remote(value: Any) -> Optional[str]:
+    """FlatImage's form, {"url": URL}; {} is unset."""
+    url = value.get("url")
+    if url is not None and not isinstance(url, str):
+        raise ValueError("bad url")
+    return url
+
+
 # Permission bits of the u64 at offset 0, and namespace bits of the u16 `unshare`
 # region (FlatImage's orders).
 PERMISSION_NAMES = (
@@ -182,3 +190,5 @@ CASEFOLD = Byte(REGIONS["casefold"])
 ENVIRONMENT = Json(REGIONS["environment"], _load_environment, lambda v: v or None, list)
 BINDINGS = Json(REGIONS["bindings"], _load_bindings, _dump_bindings, list)
 BOOT = Json(REGIONS["boot"], _load_boot, _dump_boot, lambda: None)
+REMOTE = Json(REGIONS["remote"], _load_remote, lambda url: {"url": url} if url else None,
+              lambda: None)
