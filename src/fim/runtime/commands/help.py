@@ -59,6 +59,17 @@ USAGE = {
         "  More namespaces for the container: all,user,ipc,pid,net,uts,cgroup\n"
         "  (user and pid are always private; net is private without the network permission)."
     ),
+    "fim-remote": (
+        "fim-remote set URL | show | clear\n"
+        "  The http(s) URL fim-recipe fetches recipes from (stored in the image)."
+    ),
+    "fim-recipe": (
+        "fim-recipe fetch|info|install NAME[,NAME...]\n"
+        "  fetch: download recipes and their dependencies from URL/DISTRO/latest/NAME.json\n"
+        "  into the data directory's recipes/ cache. info: show cached recipes. install:\n"
+        "  install their packages (dependencies first) with the image's package manager;\n"
+        "  needs the network permission. FIM_RECIPE_TIMEOUT: seconds per download (30)."
+    ),
     "fim-version": (
         "fim-version short|full|deps\n  Version; build information; native tools (JSON)."
     ),
