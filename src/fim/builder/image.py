@@ -114,6 +114,8 @@ def build(rootfs: Path, output: Path, name: Optional[str] = None,
         payload_size=len(blob),
         chain_offset=align(payload_offset + len(blob)),
         build_id=build_id,
+        # Checked by the bootstrap before it extracts the payload.
+        payload_sha256=hashlib.sha256(blob).digest(),
     )
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".fim-build-") as tmp:
         layer = Path(tmp) / "layer0.sqfs"
@@ -125,7 +127,8 @@ def build(rootfs: Path, output: Path, name: Optional[str] = None,
             f.seek(payload_offset)
             f.write(blob)
             f.truncate(header.chain_offset)
-        chain.append(str(staging), header, str(layer))
+        # Sealed with its digest, checked before every first mount after a change.
+        chain.append(str(staging), header, str(layer), seal=True)
         os.chmod(staging, 0o755)
         os.replace(staging, output)
     return header

@@ -39,6 +39,7 @@ from fim.runtime.errors import (
     warn,
 )
 from fim.runtime.image.settings import PERMISSIONS, UNSHARE
+from fim.runtime.layers import verify
 from fim.runtime.layers.mount import mount_all
 from fim.runtime.overlays import upperdir
 from fim.runtime.unwind import Stack
@@ -252,6 +253,8 @@ def run(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, st
     """Run `program` (after the container's shell when `shell`); its exit code."""
     _report(cfg)
     paths = cfg.paths
+    # Damaged layers are refused before anything is mounted or a kept mount reused.
+    verify.before_mount(cfg.layers, paths)
     if cfg.backend.tool:
         # Checked before anything is mounted.
         tools.require(paths.dir_runtime, cfg.backend.tool, env,

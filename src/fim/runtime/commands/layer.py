@@ -1,4 +1,4 @@
-"""fim-layer create DIR FILE | add FILE | commit <binary|layer|file PATH> | list"""
+"""fim-layer create DIR FILE | add FILE | commit <binary|layer|file PATH> | list | verify"""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 from fim.runtime import config
 from fim.runtime.commands import Context, say
 from fim.runtime.errors import FimError, trailing
-from fim.runtime.layers import commit, compression_level
+from fim.runtime.layers import commit, compression_level, verify
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -26,6 +26,8 @@ def main(ctx: Context, args: List[str]) -> int:
         return _commit(ctx, rest)
     if op == "list":
         return _list(ctx, rest)
+    if op == "verify":
+        return _verify(ctx, rest)
     raise FimError(f"Invalid op '{op}' for 'fim-layer' (create,add,commit,list)")
 
 
@@ -78,4 +80,20 @@ def _list(ctx: Context, rest: List[str]) -> int:
     layers, _torn = config.layer_list(ctx.image, ctx.paths, ctx.environ)
     for layer in layers:
         print(f"{layer.index}:{layer.offset}:{layer.size}:{layer.path}")
+    return 0
+
+
+def _verify(ctx: Context, rest: List[str]) -> int:
+    """Every layer checked against its digest now: `index:offset:size:path: state`
+    (ok, damaged, no digest, ...); exit code 1 when any is damaged."""
+    if rest:
+        raise trailing("fim-layer verify", rest)
+    layers, _torn = config.layer_list(ctx.image, ctx.paths, ctx.environ)
+    results = verify.report(layers, ctx.paths)
+    bad = [layer for layer, state in results if state not in verify.PASSING]
+    for layer, state in results:
+        print(f"{layer.index}:{layer.offset}:{layer.size}:{layer.path}: {verify.describe(state)}")
+    if bad:
+        listed = ",".join(str(layer.index) for layer in bad)
+        raise FimError(f"{len(bad)} of {len(results)} layers are damaged ({listed})", 1)
     return 0

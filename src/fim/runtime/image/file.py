@@ -59,8 +59,10 @@ class ImageFile:
     def chain(self) -> Chain:
         return chain.scan(self.fd, self.header)
 
-    def append(self, layer_path: str) -> Element:
-        return chain.append(self.path, self.header, layer_path)
+    def append(self, layer_path: str, seal: bool = False) -> Element:
+        """Append a layer file on top (chain.append: checked against its digest, or
+        given one when `seal`); a failure leaves the image as it was."""
+        return chain.append(self.path, self.header, layer_path, seal)
 
     def close(self) -> None:
         os.close(self.fd)
@@ -71,7 +73,12 @@ def adopt(path: str, fd: int, header_block: Optional[bytes] = None) -> ImageFile
     the file is not an image, is truncated or of another version)."""
     if header_block is None:
         header_block = os.pread(fd, HEADER_BLOCK, HEADER_OFFSET)
-    return ImageFile(path, fd, unpack(header_block, path, os.fstat(fd).st_size))
+    header = unpack(header_block, path, os.fstat(fd).st_size)
+    if header.reserved_size < reserved.RESERVED_SIZE or header.journal_size < reserved.JOURNAL_SIZE:
+        # A setting written past a short region would land in the journal or the payload.
+        raise FimError(f"'{path}' is damaged (its header gives the reserved space or its "
+                       "journal less room than their regions need)")
+    return ImageFile(path, fd, header)
 
 
 def open_image(path: str) -> ImageFile:

@@ -71,6 +71,11 @@ def _pending(fd: int, header: Header) -> Optional[Tuple[int, bytes]]:
     _, offset, length, crc = _JOURNAL_HEAD.unpack(head)
     if length > header.journal_size - _JOURNAL_HEAD.size:
         return None
+    if offset < header.reserved_offset or offset + length > header.reserved_offset + \
+            header.reserved_size:
+        # Only the reserved space is ever journaled: a head aiming elsewhere is damage,
+        # and the next write would copy its bytes over the payload or a layer.
+        return None
     data = os.pread(fd, length, header.journal_offset + _JOURNAL_HEAD.size)
     if len(data) != length or zlib.crc32(data) != crc:
         return None

@@ -6,30 +6,61 @@ import os
 
 from fim.runtime import files, process, tools
 from fim.runtime.errors import FimError
+from fim.runtime.image import digest
 from fim.runtime.layers import squashfs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Mapping
+    from typing import List, Mapping, Optional
 
 MAX_MANAGED = 999
 
 
 def create(source: str, output: str, level: int, runtime_dir: str,
            environ: Mapping[str, str], log: str) -> None:
-    """SquashFS (zstd) of `source` at `output`, fsynced. Deletion markers (0/0 devices,
-    opaque xattrs), links, modes, owners and xattrs are kept as they are."""
+    """SquashFS (zstd) of `source` at `output`, sealed with its digest (image/digest.py)
+    and fsynced. Deletion markers (0/0 devices, opaque xattrs), links, modes, owners
+    and xattrs are kept as they are."""
     tool = tools.require(runtime_dir, squashfs.CREATE_TOOL, environ, "to create layers")
     argv = squashfs.create_argv(tool, source, output, level)
     if process.run(argv, environ, log, append=False) != 0:
         try:
             with open(log, encoding="utf-8", errors="replace") as f:
-                last = [ln for ln in f.read().splitlines() if ln.strip()][-1:]
+                lines = [ln for ln in f.read().splitlines() if ln.strip()]
         except OSError:
-            last = []
-        detail = f": {last[0]}" if last else ""
+            lines = []
+        failure = _os_failure(lines, output)
+        if failure is not None:
+            raise failure
+        detail = f": {lines[-1]}" if lines else ""
         raise FimError(f"Could not create the layer{detail} (log: {log})", 1)
+    digest.seal(output)
     files.fsync_path(output)
+
+
+def _os_failure(lines: List[str], output: str) -> Optional[OSError]:
+    """The OS error that stopped mksquashfs ("Write failed because No space left on
+    device"), for the caller to report as any other; on a full disk its log (beside
+    the layer) may be empty, so a filesystem without free space says it too."""
+    import errno
+
+    for line in lines:
+        _, found, cause = line.partition(" because ")
+        if found:
+            codes = {os.strerror(code): code for code in errno.errorcode}
+            if cause.strip() in codes:
+                return OSError(codes[cause.strip()], cause.strip(), output)
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(output)))
+    except OSError:
+        return None
+    if st.f_bavail * st.f_frsize < _NEARLY_FULL:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), output)
+    return None
+
+
+# Less free space than this after mksquashfs failed: it failed for want of space.
+_NEARLY_FULL = 1 << 20
 
 
 def managed_number(name: str) -> int:

@@ -10,7 +10,7 @@ import os
 
 from fim.runtime import files, idmap, keeper, namespaces
 from fim.runtime.errors import FimError, warn
-from fim.runtime.layers import build, detect
+from fim.runtime.layers import build, detect, module_of
 from fim.runtime.overlays import upperdir
 from fim.runtime.unwind import Stack
 
@@ -49,7 +49,8 @@ def _temporary(paths: Paths, hint: str) -> str:
 
 def create(paths: Paths, environ: Mapping[str, str], source: str, output: str, level: int,
            say: Say) -> None:
-    """Compress `source` into the new layer file `output`."""
+    """Compress `source` into the new layer file `output`: made beside it and given its
+    name once complete, so that a failure (a full disk) leaves no file there."""
     say("Gathering files to compress")
     with Stack() as stack:
         if os.path.realpath(source) == os.path.realpath(paths.dir_upper):
@@ -59,9 +60,18 @@ def create(paths: Paths, environ: Mapping[str, str], source: str, output: str, l
         _enter(environ)
         tmp = files.beside(output)
         stack.push(files.discard, tmp)
-        build.create(source, tmp, level, paths.dir_runtime, environ, _log(paths))
-        files.place(tmp, output)
+        try:
+            build.create(source, tmp, level, paths.dir_runtime, environ, _log(paths))
+            files.place(tmp, output)
+        except OSError as e:
+            raise _failed(e, f"writing the layer '{output}'", "nothing was written") from None
     say("Filesystem created without errors")
+
+
+def _failed(e: OSError, doing: str, state: str) -> FimError:
+    """An OS error (ENOSPC, EDQUOT, EROFS, EACCES, EIO) as one line: its cause, what
+    was being done, and what stands."""
+    return FimError(f"{e.strerror or type(e).__name__} while {doing}; {state}", 1)
 
 
 def _place_managed(tmp: str, layers_dir: str) -> str:
@@ -101,15 +111,27 @@ def commit(image: ImageFile, paths: Paths, environ: Mapping[str, str], mode: str
         _enter(environ)
         tmp = _temporary(paths, "commit")
         stack.push(files.discard, tmp)
-        build.create(paths.dir_upper, tmp, level, paths.dir_runtime, environ, _log(paths))
+        kept = "the changes stay in the upper directory"
+        try:
+            build.create(paths.dir_upper, tmp, level, paths.dir_runtime, environ, _log(paths))
+        except OSError as e:
+            raise _failed(e, f"writing the layer in '{paths.dir_tmp}'", kept) from None
         if mode == BINARY:
+            # A failed append truncates the image back (chain.append) and says so.
             image.append(tmp)
             say("Filesystem appended to binary without errors")
         elif mode == MANAGED:
-            say(f"Layer saved to '{_place_managed(tmp, paths.dir_layers)}'")
+            try:
+                saved = _place_managed(tmp, paths.dir_layers)
+            except OSError as e:
+                raise _failed(e, f"saving the layer in '{paths.dir_layers}'", kept) from None
+            say(f"Layer saved to '{saved}'")
         else:
             assert destination is not None
-            _place_file(tmp, destination)
+            try:
+                _place_file(tmp, destination)
+            except OSError as e:
+                raise _failed(e, f"saving the layer to '{destination}'", kept) from None
             say(f"Layer saved to '{destination}'")
         if not files.remove_tree(paths.dir_upper, contents_only=True, report=_cannot_remove):
             files.discard(paths.ids_mark)  # nothing of other owners is left
@@ -125,6 +147,9 @@ def add(image: ImageFile, path: str) -> None:
     image.check_writable()
     if not os.path.isfile(path):
         raise FimError(f"Layer file '{path}' does not exist")
-    if detect(path) is None:
+    name = detect(path)
+    if name is None:
         raise FimError(f"'{path}' is not a layer (SquashFS or DwarFS)")
-    image.append(path)
+    # A layer with a digest is checked as it is copied; one without (made by another
+    # tool or an older fim) gets one, where its format allows bytes after its own.
+    image.append(path, seal=module_of(name).SEALS)

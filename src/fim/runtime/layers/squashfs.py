@@ -4,7 +4,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List, Sequence
+    from typing import List, Optional, Sequence
 
 
 MAGIC = b"hsqs"
@@ -15,6 +15,19 @@ MAGIC = b"hsqs"
 TOOLS = ("squashfuse_ll", "squashfuse")
 TOOL = TOOLS[0]
 CREATE_TOOL = "mksquashfs"
+# squashfuse reads a filesystem through its superblock (bytes_used) and never past
+# it, so a layer may end in fim's digest trailer (image/digest.py).
+SEALS = True
+# The superblock's first 96 bytes hold bytes_used, the filesystem's length, at 40.
+HEAD = 96
+
+
+def fs_size(head: bytes) -> Optional[int]:
+    """The length of the filesystem whose superblock starts `head`, None when `head`
+    is no superblock."""
+    if len(head) < HEAD or not head.startswith(MAGIC):
+        return None
+    return int.from_bytes(head[40:48], "little")
 
 
 def mount_argv(tool: Sequence[str], path: str, offset: int, mountpoint: str) -> List[str]:
