@@ -42,7 +42,7 @@ def test_perms_edit_and_list(image: Path, runner: Runner) -> None:
     ok(fim(runner, image, "fim-perms", "set", "audio"))
     assert ok(fim(runner, image, "fim-perms", "list")).split() == ["audio"]
     ok(fim(runner, image, "fim-perms", "set", "all"))
-    assert len(ok(fim(runner, image, "fim-perms", "list")).split()) == 15
+    assert len(ok(fim(runner, image, "fim-perms", "list")).split()) == 16
     ok(fim(runner, image, "fim-perms", "clear"))
     assert ok(fim(runner, image, "fim-perms", "list")) == ""
 

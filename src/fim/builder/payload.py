@@ -34,8 +34,13 @@ def unpack(blob: bytes) -> List[Entry]:
     return list(records(blob))
 
 
+# Files of the runtime package other than its Python code, run as programs inside
+# the container: the portal's client (a shell script, for images without Python).
+PROGRAMS = ("portal/fim_portal.sh",)
+
+
 def runtime_entries() -> List[Entry]:
-    """The runtime package's Python files, as they are in this installation."""
+    """The runtime package's Python files and PROGRAMS, as they are in this installation."""
     import fim.runtime
 
     root = Path(fim.runtime.__file__).parent
@@ -43,6 +48,8 @@ def runtime_entries() -> List[Entry]:
     for path in sorted(root.rglob("*.py")):
         rel = "fim/runtime/" + path.relative_to(root).as_posix()
         entries.append((rel, 0o644, path.read_bytes()))
+    for name in PROGRAMS:
+        entries.append(("fim/runtime/" + name, 0o755, (root / name).read_bytes()))
     return entries
 
 

@@ -139,7 +139,9 @@ def _attempt(cfg: Config, backend: overlays.Backend, lowers: Sequence[str],
             root = kept.root
         else:
             root = writable.build(stack, cfg, backend, spec)
-        granted = permissions.grant(cfg.permissions, env, cfg.uid)
+        from fim.runtime import portal
+
+        granted = permissions.grant(cfg.permissions, env, cfg.uid, portal=portal.ends(paths))
         if cfg.debug:
             _report_grant(cfg, granted, env)
         wanted = sandbox.fim_env(cfg.environment, env)
@@ -251,6 +253,12 @@ def _report(cfg: Config) -> None:
 def run(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, str],
         shell: bool = False) -> int:
     """Run `program` (after the container's shell when `shell`); its exit code."""
+    with Stack() as stack:  # the launcher's own: the portal's dispatcher
+        return _run(stack, cfg, program, as_root, env, shell)
+
+
+def _run(stack: Stack, cfg: Config, program: Sequence[str], as_root: bool,
+         env: Mapping[str, str], shell: bool) -> int:
     _report(cfg)
     paths = cfg.paths
     # Damaged layers are refused before anything is mounted or a kept mount reused.
@@ -263,6 +271,11 @@ def run(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, st
         os.makedirs(d, exist_ok=True)
     for sig in _TERMINAL:
         _signal.signal(sig, lambda *_: None)
+    if PERMISSIONS.has(cfg.permissions, "portal"):
+        from fim.runtime import portal
+
+        # Here, before any namespace: its calls run on the host as the caller.
+        portal.start(stack, paths, env, cfg.exit_grace)
     kept = None
     if cfg.keep > 0:
         from fim.runtime import keeper
@@ -282,5 +295,6 @@ def run(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, st
         _signal.signal(sig, forward)
     instance.register(paths, init)
     code = process.wait(init)
+    stack.close()  # the portal's dispatcher, before its directory goes
     instance.finish(paths)
     return code

@@ -18,6 +18,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Dict, List, Mapping, Optional, Tuple
 
+    from fim.runtime.portal import Ends
+
 
 @dataclass(frozen=True)
 class Grant:
@@ -100,8 +102,10 @@ def needs_abstract_sockets(bits: int, environ: Mapping[str, str]) -> List[str]:
     return needs
 
 
-def grant(bits: int, environ: Mapping[str, str], uid: int, host: str = "/") -> Grant:
-    """What `bits` open on this host (`host`: where its driver files are looked up)."""
+def grant(bits: int, environ: Mapping[str, str], uid: int, host: str = "/",
+          portal: Optional[Ends] = None) -> Grant:
+    """What `bits` open on this host (`host`: where its driver files are looked up);
+    with `portal`, the portal's client, and its directory when `portal` is granted."""
     args: List[Tuple[str, ...]] = []
     env: Dict[str, str] = {}
     appended: Dict[str, Tuple[str, str]] = {}
@@ -186,4 +190,20 @@ def grant(bits: int, environ: Mapping[str, str], uid: int, host: str = "/") -> G
         resolv = os.path.realpath("/etc/resolv.conf")
         if os.path.isfile(resolv):
             args.append(("--ro-bind", resolv, "/etc/resolv.conf"))
+    if portal is not None:
+        _portal(bits, portal, args, appended)
     return Grant(args, env, network, home, appended)
+
+
+def _portal(bits: int, ends: Ends, args: List[Tuple[str, ...]],
+            appended: Dict[str, Tuple[str, str]]) -> None:
+    """The client always (without the permission it says the portal is closed), on
+    PATH after everything else; the instance's portal directory with it."""
+    from fim.runtime import portal
+
+    args.append(("--ro-bind-try", ends.client, portal.CLIENT))
+    if _has(bits, "portal"):
+        args.append(("--bind", ends.directory, portal.HOST_DIR))
+    before = appended.get("PATH", ("", ""))[0]
+    appended["PATH"] = (f"{before}:{portal.CONTAINER_DIR}" if before else portal.CONTAINER_DIR,
+                        "")

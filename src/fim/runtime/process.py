@@ -49,6 +49,19 @@ def wait(pid: int) -> int:
             continue
 
 
+def poll(pid: int) -> Optional[int]:
+    """The exit code of the child `pid` if it has ended (it is reaped); None while it
+    runs, or when it is no child of ours (already reaped)."""
+    while True:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return None
+        return exit_code(status) if done else None
+
+
 def reap(block: bool) -> Optional[Tuple[int, int]]:
     """Any child that has exited, as (pid, exit code), waiting for one when `block`;
     (0, 0) when children are left but none has exited; None when none is left."""
@@ -78,6 +91,73 @@ def fork(child: Callable[[], int]) -> int:
         finally:
             os._exit(code)
     return pid
+
+
+def start_session(argv: Sequence[str], env: Mapping[str, str], cwd: str,
+                  stdio: Tuple[int, int, int], death_signal: int, where: str = "") -> int:
+    """Start `argv` (looked up in env's PATH) in `cwd`, in a session of its own: no
+    controlling terminal, and a process group to signal as one (its pid). `stdio`
+    become its 0, 1, 2; every signal is at its default (ours ignores SIGPIPE); it gets
+    `death_signal` when the calling thread ends. Its pid. A program that cannot be
+    started says one E:: line on its stderr and exits 127 (not found) or 126.
+    fork and exec, not posix_spawn: Python 3.9's has no working directory, no new
+    session and no death signal."""
+    pid = os.fork()
+    if pid == 0:
+        code = 126
+        try:
+            if TYPE_CHECKING:
+                import signal as _signal
+            else:
+                import _signal  # the C module: `signal` imports enum
+
+            os.setsid()
+            for target, fd in enumerate(stdio):
+                if fd != target:
+                    os.dup2(fd, target)
+            for signum in range(1, _signal.NSIG):
+                try:
+                    _signal.signal(signum, _signal.SIG_DFL)
+                except (OSError, ValueError, RuntimeError):
+                    pass  # SIGKILL, SIGSTOP, the real-time ones the C library keeps
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
+            from fim.runtime import libc
+
+            libc.prctl(libc.PR_SET_PDEATHSIG, death_signal)
+            os.chdir(cwd)
+            _exec(argv, env)
+        except OSError as e:
+            import errno
+
+            code = 127 if e.errno in (errno.ENOENT, errno.ENOTDIR) else 126
+            line = f"E::Cannot start '{argv[0]}'{where}: {e.strerror}\n"
+            try:
+                os.write(2, line.encode(errors="replace"))
+            except OSError:
+                pass
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _exec(argv: Sequence[str], env: Mapping[str, str]) -> None:
+    """execvpe, but as a shell reports it: only a file that is there and cannot run
+    is 126; PATH entries we may not search or lack count as not found (the C
+    library's execvp reports those as EACCES)."""
+    name = argv[0]
+    dirs = [""] if "/" in name else os.get_exec_path(env)
+    failure: Optional[OSError] = None
+    for directory in dirs:
+        path = os.path.join(directory, name) if directory else name
+        if not os.path.isfile(path):
+            continue
+        try:
+            os.execve(path, list(argv), dict(env))
+        except OSError as e:
+            failure = failure or e
+    import errno
+
+    raise failure or FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
 
 
 def detach(child: Callable[[], int], keep_fd: int) -> None:

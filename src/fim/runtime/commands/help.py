@@ -9,8 +9,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import List
 
-PERMISSIONS = ("all,audio,dbus_system,dbus_user,dev,gpu,home,input,media,network,optical,shm,"
-               "udev,usb,wayland,xorg")
+PERMISSIONS = ("all,audio,dbus_system,dbus_user,dev,gpu,home,input,media,network,optical,"
+               "portal,shm,udev,usb,wayland,xorg")
 
 USAGE = {
     "fim-exec": "fim-exec PROGRAM [ARGS...]\n  Run PROGRAM in the container as the calling user.",

@@ -175,10 +175,11 @@ def _load_remote(value: Any) -> Optional[str]:
 
 
 # Permission bits of the u64 at offset 0, and namespace bits of the u16 `unshare`
-# region (FlatImage's orders).
+# region (FlatImage's orders). Ours come after FlatImage's, which keep their bits:
+# `portal` (FlatImage has it always on; here it opens the sandbox, so it is asked for).
 PERMISSION_NAMES = (
     "home", "media", "audio", "wayland", "xorg", "dbus_user", "dbus_system", "udev",
-    "usb", "input", "gpu", "network", "shm", "optical", "dev",
+    "usb", "input", "gpu", "network", "shm", "optical", "dev", "portal",
 )
 NAMESPACE_NAMES = ("user", "ipc", "pid", "net", "uts", "cgroup")
 BIND_TYPES = ("ro", "rw", "dev")
