@@ -219,3 +219,14 @@ def test_sigterm_reaches_the_program_which_ends_cleanly(image: Path, runner: Run
     assert proc.wait(timeout=30) == 7
     r = runner.run([str(image), "fim-exec", "cat", "/opt/term"])
     assert r.stdout == "cleaned\n", r.stderr
+
+
+def test_the_program_gets_default_signal_dispositions(image: Path, runner: Runner) -> None:
+    """Python ignores SIGPIPE and SIGXFSZ and the runtime SIGINT and SIGQUIT; none of
+    that may reach the program: `yes | head -1` ends quietly, nothing is ignored."""
+    r = runner.run([str(image), "fim-exec", "sh", "-c", "yes | head -1"])
+    assert (r.returncode, r.stdout, r.stderr) == (0, "y\n", "")
+    r = runner.run([str(image), "fim-exec", "grep", "SigIgn", "/proc/self/status"])
+    ignored = int(r.stdout.split()[1], 16)
+    for signum in (2, 3, 13, 25):  # SIGINT, SIGQUIT, SIGPIPE, SIGXFSZ
+        assert not ignored & (1 << (signum - 1)), (signum, r.stdout)

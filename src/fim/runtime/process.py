@@ -30,9 +30,23 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], log: Optional[str] = None
             (os.POSIX_SPAWN_DUP2, 1, 2),
         ]
     try:
-        return os.posix_spawn(argv[0], list(argv), dict(env), file_actions=actions)
+        return os.posix_spawn(argv[0], list(argv), dict(env), file_actions=actions,
+                              setsigdef=_defaults())
     except OSError as e:
         raise FimError(f"Cannot start '{argv[0]}': {e.strerror}") from None
+
+
+def _defaults() -> List[int]:
+    """Every signal a program may get back at its default. Dispositions we ignore are
+    inherited across exec: Python ignores SIGPIPE and SIGXFSZ, the runtime SIGINT and
+    SIGQUIT; a program started with them ignored prints "Broken pipe" at the end of
+    `yes | head -1` instead of ending quietly, and ignores Ctrl-\\."""
+    if TYPE_CHECKING:
+        import signal as _signal
+    else:
+        import _signal  # the C module: `signal` imports enum
+
+    return [s for s in _signal.valid_signals() if s not in (_signal.SIGKILL, _signal.SIGSTOP)]
 
 
 def exit_code(status: int) -> int:
