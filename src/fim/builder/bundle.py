@@ -23,6 +23,9 @@ from fim.runtime.tools import EMBEDDED_DIR, EMBEDDED_LIB, LOADER
 
 # What the runtime may run: mounting layers, the FUSE overlays, making layers.
 HOST_TOOLS = ("squashfuse_ll", "fuse-overlayfs", "unionfs", "mksquashfs")
+# Embedded when the packager has them: proot runs images where the host refuses
+# namespaces (FIM_FALLBACK=proot), and such hosts rarely have it.
+OPTIONAL_TOOLS = ("proot",)
 CHOICES = ("all", "bwrap", "none")
 
 
@@ -79,6 +82,10 @@ def entries(choice: str = "all") -> List[Entry]:
                 raise FimError(f"'{name}' is needed to embed the tools; install it or build "
                                "with --embed bwrap")
             tools[name] = os.path.realpath(path)
+        for name in OPTIONAL_TOOLS:
+            path = shutil.which(name)
+            if path is not None:
+                tools[name] = os.path.realpath(path)
     libraries: Dict[str, str] = {os.path.basename(p): p for p in extra_libs}
     loaders = set()
     for binary in tools.values():

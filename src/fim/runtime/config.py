@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from fim.runtime import overlays
+from fim.runtime import hostcheck, overlays
 from fim.runtime.errors import FimError, debug_enabled, warn
 from fim.runtime.image import settings
 from fim.runtime.layers import Layer, detect, external
@@ -16,8 +16,9 @@ from fim.runtime.record import dataclass, replace
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List, Mapping, Tuple
+    from typing import List, Mapping, Optional, Tuple
 
+    from fim.runtime.hostcheck import Evidence
     from fim.runtime.image.file import ImageFile
     from fim.runtime.paths import Paths
 
@@ -45,6 +46,9 @@ class Config:
     problems: Tuple[str, ...]  # damaged settings that fell back to their defaults
     exit_grace: float = DEFAULT_EXIT_GRACE  # for the program's helpers at exit (reaper.py)
     keep: float = 0.0  # FIM_KEEP: seconds a keeper outlives the last instance, 0 for none
+    fallback: str = ""  # FIM_FALLBACK: how to run where namespaces are refused, "" for not
+    # What the host says about namespaces (hostcheck.py), read here, before any is made.
+    host: Optional[Evidence] = None
 
     @property
     def casefold_fallback(self) -> bool:
@@ -107,6 +111,20 @@ def keep(environ: Mapping[str, str]) -> float:
     return _seconds(environ, "FIM_KEEP", DEFAULT_KEEP, 86400)
 
 
+# FIM_FALLBACK values: what runs the program where the host refuses namespaces
+# (fallback/); the empty value refuses to run instead.
+FALLBACKS = ("proot",)
+
+
+def fallback(environ: Mapping[str, str]) -> str:
+    """FIM_FALLBACK: "" (the default: a host that refuses namespaces gets the diagnosis)
+    or "proot" (run the program without namespaces, with weaker isolation)."""
+    text = environ.get("FIM_FALLBACK", "")
+    if text in ("",) + FALLBACKS:
+        return text
+    raise FimError(f"FIM_FALLBACK must be empty or one of {','.join(FALLBACKS)}, not '{text}'")
+
+
 def resolve(image: ImageFile, paths: Paths, environ: Mapping[str, str]) -> Config:
     problems: List[str] = []
     casefold = image.read_or(settings.CASEFOLD, problems) != 0
@@ -131,4 +149,6 @@ def resolve(image: ImageFile, paths: Paths, environ: Mapping[str, str]) -> Confi
         problems=tuple(problems),
         exit_grace=exit_grace(environ),
         keep=keep(environ),
+        fallback=fallback(environ),
+        host=hostcheck.evidence(),
     )

@@ -16,6 +16,7 @@ import sys
 
 from fim.runtime import (
     fimvars,
+    hostcheck,
     identity,
     idmap,
     instance,
@@ -189,6 +190,10 @@ def _attempt(cfg: Config, backend: overlays.Backend, lowers: Sequence[str],
         # The program never started: a refused root, or a missing program.
         if overlays.implementation(backend).refused(spec):
             return _REFUSED
+        refusal = (hostcheck.nested(cfg.uid, cfg.host or hostcheck.evidence()) if box.userns
+                   else None)
+        if refusal is not None:
+            raise refusal  # bubblewrap's own user namespace: the one line that says why
         return _not_started(root.branches, program[0])
 
 
@@ -250,6 +255,24 @@ def _report(cfg: Config) -> None:
     debug(cfg.debug, f"Overlay type: {cfg.backend.debug_name}")
 
 
+def _report_refusal(cfg: Config, refusal: hostcheck.Refused) -> None:
+    """FIM_DEBUG: the evidence behind a refusal of the namespaces."""
+    if cfg.debug:
+        for line in refusal.evidence.lines():
+            debug(True, f"Host: {line}")
+        debug(True, f"Refused: {refusal.failure.describe()}")
+
+
+def _refusal(cfg: Config) -> Optional[hostcheck.Refused]:
+    """Before anything is made: whether the host refuses the instance's namespaces.
+    Probed where the host's evidence allows a refusal, always when a fallback is on."""
+    ev = cfg.host or hostcheck.evidence()
+    refusal = hostcheck.check(ev, cfg.uid, cfg.gid, always=bool(cfg.fallback))
+    if refusal is not None:
+        _report_refusal(cfg, refusal)
+    return refusal
+
+
 def run(cfg: Config, program: Sequence[str], as_root: bool, env: Mapping[str, str],
         shell: bool = False) -> int:
     """Run `program` (after the container's shell when `shell`); its exit code."""
@@ -267,6 +290,13 @@ def _run(stack: Stack, cfg: Config, program: Sequence[str], as_root: bool,
         # Checked before anything is mounted.
         tools.require(paths.dir_runtime, cfg.backend.tool, env,
                       f"for the {cfg.backend.name} overlay", overlays.alternatives(cfg.backend))
+    refusal = _refusal(cfg)
+    if refusal is not None:
+        if not cfg.fallback:
+            raise refusal
+        from fim.runtime import fallback
+
+        return fallback.run(cfg, program, as_root, env, shell)
     for d in (paths.dir_upper, paths.dir_work, paths.dir_logs):
         os.makedirs(d, exist_ok=True)
     for sig in _TERMINAL:
@@ -284,7 +314,14 @@ def _run(stack: Stack, cfg: Config, program: Sequence[str], as_root: bool,
     if kept is not None:
         ids = kept.ids
     else:
-        ids = idmap.enter(cfg.uid, cfg.gid, as_root, paths.ids_mark, env, paths.log("newuidmap"))
+        try:
+            ids = idmap.enter(cfg.uid, cfg.gid, as_root, paths.ids_mark, env,
+                              paths.log("newuidmap"))
+        except hostcheck.Refused as e:
+            # Refused where the evidence did not announce it: nothing of this run stays.
+            _report_refusal(cfg, e)
+            instance.finish(paths)
+            raise
     debug(cfg.debug, f"Ids mapped: {ids}")
     init = process.fork(lambda: _run_init(cfg, program, as_root, env, shell, ids, kept))
 

@@ -15,7 +15,7 @@ from fim.runtime import libc, process
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Optional
+    from typing import Callable, Optional
 
     from fim.runtime.idmap import Subordinate
 
@@ -33,11 +33,25 @@ def _mapper(sub: Subordinate, uid: int, gid: int, target: int, wake: int,
     """In a child left in the caller's user namespace: wait until `target` has made its
     own, then map the subordinate ids into it with the setuid helpers. Groups first:
     if they fail, nothing is written and the target maps itself alone."""
-    os.read(wake, 1)
+    if not os.read(wake, 1):
+        return 1  # the target made no namespace
     env = {"PATH": "/usr/bin:/bin"}
     if process.run((sub.newgidmap,) + sub.gid_args(target, gid)[1:], env, log) != 0:
         return 1
     return 2 * (process.run((sub.newuidmap,) + sub.uid_args(target, uid)[1:], env, log) != 0)
+
+
+def _refusable(step: str, uid: int, flags: int, call: Callable[..., object],
+               *args: object) -> None:
+    """Make one step of the namespaces (`step` as hostcheck names them); a refusal
+    becomes one line that says which restriction of the host it is and how to lift it."""
+    try:
+        call(*args)
+    except OSError as e:
+        from fim.runtime import hostcheck
+
+        failure = hostcheck.Failure(step, e.errno or 1, hostcheck.flag_names(flags))
+        raise hostcheck.refused(failure, uid) from None
 
 
 def enter(uid: int, gid: int, pid: bool = True, sub: Optional[Subordinate] = None,
@@ -53,9 +67,10 @@ def enter(uid: int, gid: int, pid: bool = True, sub: Optional[Subordinate] = Non
     if uid == 0:
         # Root keeps every identity: no user namespace, and a mount namespace
         # made private so that no mount propagates back to the host.
-        libc.unshare(libc.CLONE_NEWNS | pid_flag)
+        flags = libc.CLONE_NEWNS | pid_flag
+        _refusable("unshare", uid, flags, libc.unshare, flags)
         kind = libc.MS_SLAVE if host_mounts else libc.MS_PRIVATE
-        libc.mount("none", "/", "", "", libc.MS_REC | kind)
+        _refusable("mount", uid, flags, libc.mount, "none", "/", "", "", libc.MS_REC | kind)
         return False
     helper = wake = -1
     if sub is not None:
@@ -63,7 +78,14 @@ def enter(uid: int, gid: int, pid: bool = True, sub: Optional[Subordinate] = Non
         target = os.getpid()
         helper = process.fork(lambda: _mapper(sub, uid, gid, target, wait_end, log))
         os.close(wait_end)
-    libc.unshare(libc.CLONE_NEWUSER | libc.CLONE_NEWNS | pid_flag)
+    flags = libc.CLONE_NEWUSER | libc.CLONE_NEWNS | pid_flag
+    try:
+        _refusable("unshare", uid, flags, libc.unshare, flags)
+    except BaseException:
+        if helper > 0:
+            os.close(wake)  # end of file: the helper maps nothing
+            process.wait(helper)
+        raise
     status = 1
     if helper > 0:
         os.write(wake, b"1")
@@ -72,9 +94,9 @@ def enter(uid: int, gid: int, pid: bool = True, sub: Optional[Subordinate] = Non
         if status == 0:
             return True
     if status != 2:  # the helper mapped groups but not users: they stay mapped
-        _write("/proc/self/setgroups", "deny")
-        _write("/proc/self/gid_map", f"0 {gid} 1\n")
-    _write("/proc/self/uid_map", f"0 {uid} 1\n")
+        _refusable("uid_map", uid, flags, _write, "/proc/self/setgroups", "deny")
+        _refusable("uid_map", uid, flags, _write, "/proc/self/gid_map", f"0 {gid} 1\n")
+    _refusable("uid_map", uid, flags, _write, "/proc/self/uid_map", f"0 {uid} 1\n")
     return False
 
 
