@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--embed", choices=("all", "bwrap", "none"), default="all",
                        help="native tools carried in the image: all (default; with their "
                             "libraries and loader), only bubblewrap, or none (host tools)")
+    build.add_argument("--python", choices=("embed", "none"), default="embed",
+                       help="a Python interpreter for hosts without python3 3.9+: embed "
+                            "(default; about 8 MB) or none (the host must have one)")
 
     inspect = sub.add_parser("inspect", help="show an image's header, settings and layers")
     inspect.add_argument("image", type=Path)
@@ -118,7 +121,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         elif args.command == "build":
             from fim.builder import image
 
-            image.build(args.rootfs, args.output, args.name, args.embed)
+            image.build(args.rootfs, args.output, args.name, args.embed, args.python)
         elif args.command == "inspect":
             info = describe(str(args.image))
             if args.json:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from fim import __version__
-from fim.builder import bundle, payload
+from fim.builder import bundle, interpreter, payload
 from fim.runtime.errors import FimError
 from fim.runtime.image import chain
 from fim.runtime.image.header import HEADER_BLOCK, LAUNCHER_SIZE, Header, align
@@ -33,11 +33,14 @@ def _bootstrap_code() -> str:
     return code
 
 
-def launcher() -> bytes:
+def launcher(python_offset: int = 0, python_size: int = 0, build_id: str = "none") -> bytes:
+    """The #!/bin/sh stub, with where the embedded interpreter lies (size 0: none)."""
     import fim.runtime
 
     template = (Path(fim.runtime.__file__).parent / "launcher.sh").read_text()
-    text = template.replace("@BOOTSTRAP@", _bootstrap_code()).encode()
+    text = (template.replace("@BOOTSTRAP@", _bootstrap_code())
+            .replace("@PYOFFSET@", str(python_offset)).replace("@PYSIZE@", str(python_size))
+            .replace("@BUILDID@", build_id)).encode()
     if len(text) > LAUNCHER_SIZE:
         raise RuntimeError(f"launcher is {len(text)} bytes, the format allows {LAUNCHER_SIZE}")
     return text.ljust(LAUNCHER_SIZE, b"\n")
@@ -83,7 +86,7 @@ def distribution_id(rootfs: Path) -> str:
 
 
 def build(rootfs: Path, output: Path, name: Optional[str] = None,
-          embed: str = "all") -> Header:
+          embed: str = "all", python: str = "embed") -> Header:
     if not rootfs.is_dir():
         raise FimError(f"Root filesystem '{rootfs}' is not a directory")
     output = output.absolute()
@@ -104,7 +107,11 @@ def build(rootfs: Path, output: Path, name: Optional[str] = None,
     blob = payload.pack(entries)
     reserved_offset = LAUNCHER_SIZE + HEADER_BLOCK
     journal_offset = align(reserved_offset + RESERVED_SIZE)
-    payload_offset = align(journal_offset + JOURNAL_SIZE)
+    # Between the journal and the payload: the interpreter for hosts without python3,
+    # located by the launcher alone (the header's parts stay where they are).
+    python_blob = interpreter.archive() if python == "embed" else b""
+    python_offset = align(journal_offset + JOURNAL_SIZE)
+    payload_offset = align(python_offset + len(python_blob))
     header = Header(
         reserved_offset=reserved_offset,
         reserved_size=RESERVED_SIZE,
@@ -122,8 +129,10 @@ def build(rootfs: Path, output: Path, name: Optional[str] = None,
         make_layer(rootfs, layer)
         staging = Path(tmp) / "image"
         with open(staging, "wb") as f:
-            f.write(launcher())
+            f.write(launcher(python_offset, len(python_blob), build_id))
             f.write(header.pack())
+            f.seek(python_offset)
+            f.write(python_blob)
             f.seek(payload_offset)
             f.write(blob)
             f.truncate(header.chain_offset)

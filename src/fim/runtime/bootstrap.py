@@ -144,6 +144,14 @@ def build_id(image, header):
 
 def boot():
     if sys.version_info < (3, 9):
+        if os.environ.get("FIM_PYTHON") != "embedded":
+            # Too old a host python3: the launcher again, for the image's own interpreter
+            # (it says what is missing when the image carries none).
+            import _signal
+
+            os.environ["FIM_PYTHON"] = "embedded"
+            _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)  # ignored by Python, inherited
+            os.execv("/bin/sh", ["sh"] + sys.argv[1:])
         fail("Python 3.9 or newer is required (found %d.%d)" % sys.version_info[:2])
     image = os.path.realpath(sys.argv[1])
     try:

@@ -3,13 +3,40 @@
 # This stub finds Python 3.9+ and hands the file to the runtime embedded in it.
 # The bootstrap is held once, in a variable: the launcher has 8192 bytes.
 fim_bootstrap='@BOOTSTRAP@'
-for fim_python in "${FIM_PYTHON:-}" /usr/bin/python3 /usr/local/bin/python3 /bin/python3; do
-  if [ -n "$fim_python" ] && [ -x "$fim_python" ]; then
+if [ "${FIM_PYTHON:-}" != embedded ]; then
+  for fim_python in "${FIM_PYTHON:-}" /usr/bin/python3 /usr/local/bin/python3 /bin/python3; do
+    if [ -n "$fim_python" ] && [ -x "$fim_python" ]; then
+      exec "$fim_python" -I -S -c "$fim_bootstrap" "$0" "$@"
+    fi
+  done
+  if fim_python=$(command -v python3); then
     exec "$fim_python" -I -S -c "$fim_bootstrap" "$0" "$@"
   fi
-done
-if fim_python=$(command -v python3); then
-  exec "$fim_python" -I -S -c "$fim_bootstrap" "$0" "$@"
 fi
-echo "E::python3 (3.9 or newer) is required to run this image; install it" >&2
-exit 125
+# No host python3 (or one older than 3.9: the bootstrap sent us here): the image's
+# own interpreter, a .tar.gz at byte @PYOFFSET@ of this file, extracted once per build.
+fim_size=@PYSIZE@
+if [ "$fim_size" -eq 0 ]; then
+  echo "E::python3 (3.9 or newer) is required to run this image; install it" >&2
+  exit 125
+fi
+fim_dir=/tmp/fim-$(id -u)/python
+(umask 077; mkdir -p "$fim_dir") 2>/dev/null
+if [ -L "/tmp/fim-$(id -u)" ] || [ ! -O "/tmp/fim-$(id -u)" ] || [ ! -O "$fim_dir" ]; then
+  echo "E::No usable directory for the interpreter: /tmp/fim-$(id -u) is not yours" >&2
+  exit 125
+fi
+fim_py=$fim_dir/@BUILDID@
+if [ ! -x "$fim_py/bin/python3" ]; then
+  rm -rf "$fim_py.$$"
+  mkdir "$fim_py.$$" && tail -c +$((@PYOFFSET@ + 1)) "$0" 2>/dev/null | head -c "$fim_size" |
+    gzip -dc | tar -xf - -C "$fim_py.$$" && [ -x "$fim_py.$$/bin/python3" ] || {
+    rm -rf "$fim_py.$$"
+    echo "E::Cannot extract the interpreter of $0 (tail, head, gzip and tar are needed)" >&2
+    exit 125
+  }
+  # Published by a symlink: its creation is atomic, a concurrent first run keeps its own.
+  ln -s "@BUILDID@.$$" "$fim_py" 2>/dev/null || rm -rf "$fim_py.$$"
+fi
+exec "$fim_py/lib/ld.so" --library-path "$fim_py/lib" "$fim_py/bin/python3" \
+  -I -S -c "$fim_bootstrap" "$0" "$@"

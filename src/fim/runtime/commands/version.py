@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from fim.runtime import VERSION, process, tools
 from fim.runtime.commands import Context
@@ -57,7 +58,18 @@ def deps(ctx: Context) -> Dict[str, Any]:
         found[name] = {"found": True, "path": command[-1],
                        "copy": "embedded" if embedded else "host",
                        "version": _tool_version(name, command, args)}
+    found["python3"] = python_in_use()
     return found
+
+
+def python_in_use() -> Dict[str, Any]:
+    """The interpreter this run uses: the host's, or the image's own (the launcher
+    extracts it under /tmp/fim-UID/python/ when the host has no python3 3.9+)."""
+    executable = os.path.realpath(sys.executable)
+    own = os.path.realpath(f"/tmp/fim-{os.getuid()}/python") + os.sep
+    return {"found": True, "path": executable,
+            "copy": "embedded" if executable.startswith(own) else "host",
+            "version": "Python " + ".".join(str(n) for n in sys.version_info[:3])}
 
 
 def main(ctx: Context, args: List[str]) -> int:
