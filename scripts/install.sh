@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 # uidmap: newuidmap/newgidmap, for ordinary users' subordinate ids (package installs).
 PACKAGES="python3 python3-venv squashfs-tools squashfuse fuse3 fuse-overlayfs unionfs-fuse busybox-static util-linux mmdebstrap zstd uidmap"
 # Real X11, Wayland, audio and D-Bus servers; gcc builds a made-up GPU driver; proot
-# for the fallback where namespaces are refused (embedded in images when present).
-TEST_PACKAGES="xvfb xauth x11-utils weston pulseaudio dbus gcc libc6-dev proot"
+# for the fallback where namespaces are refused (embedded in images when present);
+# podman, skopeo and umoci make OCI/Docker images and unpack them for comparison.
+TEST_PACKAGES="xvfb xauth x11-utils weston pulseaudio dbus gcc libc6-dev proot podman skopeo umoci"
 if [ "${1:-}" = test ]; then
   PACKAGES="$PACKAGES $TEST_PACKAGES"
 fi

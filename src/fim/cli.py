@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from pathlib import Path
-from typing import Any, Dict, List, NoReturn, Optional
+from typing import Any, Callable, Dict, List, NoReturn, Optional
 
 from fim import __version__
 from fim.runtime import overlays
 from fim.runtime.errors import EXIT_USAGE, FimError, error
 from fim.runtime.image import settings
-from fim.runtime.image.file import open_image
+from fim.runtime.image.file import ImageFile, open_image
 from fim.runtime.layers import detect
 
 
@@ -37,8 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     deb.add_argument("--include", default="", help="comma-separated packages to add")
     deb.add_argument("--mirror", help="archive URL (default: the host's apt sources)")
 
-    build = sub.add_parser("build", help="write an executable image from a root filesystem")
-    build.add_argument("rootfs", type=Path)
+    build = sub.add_parser("build", help="write an executable image from a root filesystem "
+                           "or an OCI/Docker image")
+    build.add_argument("rootfs", type=Path, metavar="SOURCE",
+                       help="a directory, docker-archive:FILE, oci-archive:FILE or "
+                            "oci:DIR (each with an optional :TAG)")
     build.add_argument("output", type=Path)
     build.add_argument("--name", help="label recorded in the image (default: file name)")
     build.add_argument("--embed", choices=("all", "bwrap", "none"), default="all",
@@ -47,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--python", choices=("embed", "none"), default="embed",
                        help="a Python interpreter for hosts without python3 3.9+: embed "
                             "(default; about 8 MB) or none (the host must have one)")
+    build.add_argument("--squash", action="store_true",
+                       help="an OCI/Docker image's layers as one fim layer (default: one each)")
 
     inspect = sub.add_parser("inspect", help="show an image's header, settings and layers")
     inspect.add_argument("image", type=Path)
@@ -64,6 +71,7 @@ def describe(path: str) -> Dict[str, Any]:
         overlay = overlays.from_byte(image.read_or(settings.OVERLAY, problems))
         casefold = image.read_or(settings.CASEFOLD, problems) != 0
         scanned = image.chain()
+        built = _build_info(image)
     finally:
         image.close()
     return {
@@ -86,7 +94,23 @@ def describe(path: str) -> Dict[str, Any]:
             for e in scanned.elements
         ],
         "torn_bytes": scanned.torn or 0,
+        "build": built,
     }
+
+
+def _build_info(image: ImageFile) -> Dict[str, Any]:
+    """The image's build.json (name, distribution, OCI source and labels), {} when its
+    payload has none."""
+    from fim.builder import payload
+
+    head = image.header
+    raw = payload.read_entry(os.pread(image.fd, head.payload_size, head.payload_offset),
+                             "build.json")
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _print_text(info: Dict[str, Any]) -> None:
@@ -104,8 +128,34 @@ def _print_text(info: Dict[str, Any]) -> None:
     for layer in info["layers"]:
         print(f"  {layer['index']:>3}  offset {layer['offset']:>12}  size {layer['size']:>12}"
               f"  {layer['format']}")
+    labels = info["build"].get("labels") or {}
+    if labels:
+        print("labels")
+        for key in sorted(labels):
+            print(f"  {key}={labels[key]}")
+    origin = info["build"].get("source")
+    if origin:
+        print(f"built from      {origin.get('image')} ({origin.get('layers')} OCI layers)")
     if info["torn_bytes"]:
         print(f"  (incomplete last layer: {info['torn_bytes']} bytes, ignored)")
+
+
+def _progress() -> Callable[[str, bool], None]:
+    """Progress of a long build on a terminal (stderr), updated in place; nothing when
+    stderr is no terminal, as the runtime's long commands do (fim-recipe)."""
+    if not sys.stderr.isatty():
+        return lambda _text, _done: None
+    last = [0.0]
+
+    def report(text: str, done: bool) -> None:
+        now = time.monotonic()
+        if not done and now - last[0] < 0.2:
+            return
+        last[0] = now
+        sys.stderr.write("\r" + text + "\x1b[K" + ("\n" if done else ""))
+        sys.stderr.flush()
+
+    return report
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -119,9 +169,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             else:
                 rootfs.debian(args.dir, args.suite, args.include.split(","), args.mirror)
         elif args.command == "build":
-            from fim.builder import image
+            from fim.builder import image, oci
 
-            image.build(args.rootfs, args.output, args.name, args.embed, args.python)
+            if oci.is_image(str(args.rootfs)):
+                oci.build(str(args.rootfs), args.output, args.name, args.embed, args.python,
+                          args.squash, _progress())
+            else:
+                image.build(args.rootfs, args.output, args.name, args.embed, args.python)
         elif args.command == "inspect":
             info = describe(str(args.image))
             if args.json:

@@ -10,12 +10,13 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from fim import __version__
 from fim.builder import bundle, interpreter, payload
 from fim.runtime.errors import FimError
 from fim.runtime.image import chain
+from fim.runtime.image.file import ImageFile, open_image
 from fim.runtime.image.header import HEADER_BLOCK, LAUNCHER_SIZE, Header, align
 from fim.runtime.image.reserved import JOURNAL_SIZE, RESERVED_SIZE
 from fim.runtime.layers import DEFAULT_LEVEL, squashfs
@@ -90,20 +91,38 @@ def build(rootfs: Path, output: Path, name: Optional[str] = None,
     if not rootfs.is_dir():
         raise FimError(f"Root filesystem '{rootfs}' is not a directory")
     output = output.absolute()
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".fim-build-") as tmp:
+        layer = Path(tmp) / "layer0.sqfs"
+        make_layer(rootfs, layer)
+        info = {"distribution": distribution_label(rootfs), "dist": distribution_id(rootfs)}
+        return assemble(output, [layer], name, info, embed, python)
+
+
+Configure = Callable[[ImageFile], None]
+
+
+def assemble(output: Path, layers: Sequence[Path], name: Optional[str], info: Dict[str, Any],
+             embed: str = "all", python: str = "embed",
+             configure: Optional[Configure] = None) -> Header:
+    """The image at `output` with `layers` (oldest first), `info` in its build.json and
+    its settings written by `configure`; made beside it and renamed once complete, so
+    that a failure leaves no output file."""
+    output = output.absolute()
     entries: List[payload.Entry] = payload.runtime_entries() + bundle.entries(embed)
     label = name or output.name
     build_id = hashlib.sha256(
         payload.pack(entries) + label.encode() + str(time.time_ns()).encode()
     ).hexdigest()[:16]
-    info = {
+    described: Dict[str, Any] = {
         "name": label,
         "build_id": build_id,
-        "distribution": distribution_label(rootfs),
-        "dist": distribution_id(rootfs),
+        "distribution": "unknown",
+        "dist": "UNKNOWN",
         "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "builder_version": __version__,
     }
-    entries.append(("build.json", 0o644, json.dumps(info, indent=2).encode()))
+    described.update(info or {})
+    entries.append(("build.json", 0o644, json.dumps(described, indent=2).encode()))
     blob = payload.pack(entries)
     reserved_offset = LAUNCHER_SIZE + HEADER_BLOCK
     journal_offset = align(reserved_offset + RESERVED_SIZE)
@@ -124,9 +143,7 @@ def build(rootfs: Path, output: Path, name: Optional[str] = None,
         # Checked by the bootstrap before it extracts the payload.
         payload_sha256=hashlib.sha256(blob).digest(),
     )
-    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".fim-build-") as tmp:
-        layer = Path(tmp) / "layer0.sqfs"
-        make_layer(rootfs, layer)
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".fim-image-") as tmp:
         staging = Path(tmp) / "image"
         with open(staging, "wb") as f:
             f.write(launcher(python_offset, len(python_blob), build_id))
@@ -137,7 +154,14 @@ def build(rootfs: Path, output: Path, name: Optional[str] = None,
             f.write(blob)
             f.truncate(header.chain_offset)
         # Sealed with its digest, checked before every first mount after a change.
-        chain.append(str(staging), header, str(layer), seal=True)
+        for layer in layers:
+            chain.append(str(staging), header, str(layer), seal=True)
+        if configure is not None:
+            image = open_image(str(staging))
+            try:
+                configure(image)
+            finally:
+                image.close()
         os.chmod(staging, 0o755)
         os.replace(staging, output)
     return header

@@ -10,7 +10,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import Iterable, List, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 MAGIC = b"FIMPAY01"
 
@@ -56,3 +56,22 @@ def runtime_entries() -> List[Entry]:
 def file_entry(name: str, path: str) -> Entry:
     with open(path, "rb") as f:
         return name, os.stat(path).st_mode, f.read()
+
+
+def read_entry(blob: bytes, name: str) -> Optional[bytes]:
+    """The content of the entry `name` of a payload, the others skipped undecompressed
+    (`fim inspect` reads build.json without unpacking the embedded tools)."""
+    if blob[:len(MAGIC)] != MAGIC:
+        return None
+    pos = len(MAGIC)
+    wanted = name.encode("utf-8")
+    while pos + 10 <= len(blob):
+        plen, _mode, clen = struct.unpack_from("<HII", blob, pos)
+        pos += 10
+        if blob[pos:pos + plen] == wanted:
+            try:
+                return zlib.decompress(blob[pos + plen:pos + plen + clen])
+            except zlib.error:
+                return None
+        pos += plen + clen
+    return None
