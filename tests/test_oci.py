@@ -436,3 +436,104 @@ def test_zstd_layers_and_squash(oci: Fixtures, runner: Runner, workdir: Path) ->
     (workdir / "app.flatimage").unlink()
     check_against_umoci(runner, workdir, oci, f"oci:{oci.base / 'zstd'}",
                         f"{oci.base / 'layout'}:crafted", squash=True, expect_layers=4)
+
+
+# --- bad archives ---------------------------------------------------------------
+
+
+def hand_layout(out: Path, layers: List[bytes], tag: str = "t") -> None:
+    """An OCI layout of these (uncompressed) layer tars, digests computed here."""
+    blobs = out / "blobs/sha256"
+    blobs.mkdir(parents=True)
+
+    def put(data: bytes) -> Dict[str, object]:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return {"digest": f"sha256:{digest}", "size": len(data)}
+
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [
+                             f"sha256:{hashlib.sha256(x).hexdigest()}" for x in layers]}})
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   **put(config.encode())},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", **put(x)}
+                   for x in layers]}).encode()
+    (out / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (out / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", **put(manifest),
+        "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
+
+
+def _base_layer() -> bytes:
+    return _layer([(_info("etc/", tarfile.DIRTYPE, 0o755), None),
+                   (_info("etc/hostname", tarfile.REGTYPE), b"fim\n")])
+
+
+def _blob_of(layout: Path, index: int) -> Path:
+    index_json = json.loads((layout / "index.json").read_text())
+    manifest = json.loads((layout / "blobs" / index_json["manifests"][0]["digest"]
+                           .replace(":", "/")).read_bytes())
+    return layout / "blobs" / manifest["layers"][index]["digest"].replace(":", "/")
+
+
+def _escape_layers(outside: Path) -> Dict[str, List[bytes]]:
+    d, f, s = tarfile.DIRTYPE, tarfile.REGTYPE, tarfile.SYMTYPE
+    up = "../" * 12 + str(outside).lstrip("/")
+    return {
+        "dotdot": [_layer([(_info(f"opt/{up}/evil", f), b"evil\n")])],
+        "absolute": [_layer([(_info(f"{outside}/evil", f), b"evil\n")])],
+        "symlink": [_layer([(_info("opt/", d, 0o755), None), (_info("opt/out", s, link=up), None),
+                            (_info("opt/out/evil", f), b"evil\n")])],
+        "symlink-below": [_layer([(_info("opt/out", s, link=str(outside)), None)]),
+                          _layer([(_info("opt/out/evil", f), b"evil\n")])],
+        "hardlink": [_layer([(_info("opt/h", tarfile.LNKTYPE, link=f"{up}/etc/shadow"), None)])],
+    }
+
+
+@pytest.mark.parametrize("case,message", [
+    ("truncated", "is not a readable tar"),
+    ("wrong-digest", "does not match its digest"),
+    ("missing-blob", "a missing blob"),
+    ("dotdot", "leaves the root with '..'; refused"),
+    ("absolute", "is an absolute path; refused"),
+    ("symlink", "goes through the symbolic link 'opt/out'"),
+    ("symlink-below", "goes through the symbolic link 'opt/out'"),
+    ("hardlink", "leaves the root with '..'; refused"),
+    ("truncated-archive", ""),
+])
+def test_bad_archives(runner: Runner, workdir: Path, case: str, message: str) -> None:
+    """One E:: line naming what is wrong; no output file, no temporary left, nothing
+    written outside the output."""
+    outside = workdir / "outside"
+    outside.mkdir()
+    layout = workdir / "layout"
+    layers = _escape_layers(outside).get(case, [_base_layer(), _base_layer() + b"\0" * 1024])
+    hand_layout(layout, layers)
+    source = f"oci:{layout}:t"
+    if case == "truncated":
+        blob = _blob_of(layout, 1)
+        blob.write_bytes(blob.read_bytes()[:700])
+        message = "(damaged, truncated or altered)"
+    elif case == "wrong-digest":
+        blob = _blob_of(layout, 0)
+        data = bytearray(blob.read_bytes())
+        data[600] ^= 1
+        blob.write_bytes(bytes(data))
+    elif case == "missing-blob":
+        _blob_of(layout, 1).unlink()
+    elif case == "truncated-archive":
+        archive = workdir / "image.tar"
+        _run("tar", "-C", str(layout), "-cf", str(archive), ".")
+        archive.write_bytes(archive.read_bytes()[:archive.stat().st_size // 2])
+        source = f"oci-archive:{archive}"
+    _readable(workdir)
+    before = sorted(os.listdir(workdir))
+    r = build(runner, source, workdir / "app.flatimage")
+    assert r.returncode != 0
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("E::") and message in lines[0], r.stderr
+    assert "Traceback" not in r.stderr and "Internal error" not in r.stderr
+    assert sorted(os.listdir(workdir)) == before  # no output, no temporary directory
+    assert list(outside.iterdir()) == []
