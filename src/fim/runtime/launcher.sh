@@ -1,7 +1,6 @@
 #!/bin/sh
-# fim image: a portable Linux application container in one file.
-# This stub finds Python 3.9+ and hands the file to the runtime embedded in it.
-# The bootstrap is held once, in a variable: the launcher has 8192 bytes.
+# fim image: a portable Linux application container in one file. This stub finds
+# Python 3.9+ for the runtime inside (the launcher has 8192 bytes: keep it short).
 fim_bootstrap='@BOOTSTRAP@'
 if [ "${FIM_PYTHON:-}" != embedded ]; then
   for fim_python in "${FIM_PYTHON:-}" /usr/bin/python3 /usr/local/bin/python3 /bin/python3; do
@@ -13,8 +12,7 @@ if [ "${FIM_PYTHON:-}" != embedded ]; then
     exec "$fim_python" -I -S -c "$fim_bootstrap" "$0" "$@"
   fi
 fi
-# No host python3 (or one older than 3.9: the bootstrap sent us here): the image's
-# own interpreter, a .tar.gz at byte @PYOFFSET@ of this file, extracted once per build.
+# No host python3 3.9+: the image's own, a .tar.gz in this file, unpacked once.
 fim_size=@PYSIZE@
 if [ "$fim_size" -eq 0 ]; then
   echo "E::python3 (3.9 or newer) is required to run this image; install it" >&2
@@ -35,8 +33,11 @@ if [ ! -x "$fim_py/bin/python3" ]; then
     echo "E::Cannot extract the interpreter of $0 (tail, head, gzip and tar are needed)" >&2
     exit 125
   }
-  # Published by a symlink: its creation is atomic, a concurrent first run keeps its own.
-  ln -s "@BUILDID@.$$" "$fim_py" 2>/dev/null || rm -rf "$fim_py.$$"
+  # Published by a symlink (atomic); a loser's link lands in the winner's copy.
+  ln -s "@BUILDID@.$$" "$fim_py" 2>/dev/null
+  if [ -L "$fim_py/@BUILDID@.$$" ] || [ ! -L "$fim_py" ]; then
+    rm -f "$fim_py/@BUILDID@.$$"; rm -rf "$fim_py.$$"
+  fi
 fi
 exec "$fim_py/lib/ld.so" --library-path "$fim_py/lib" "$fim_py/bin/python3" \
   -I -S -c "$fim_bootstrap" "$0" "$@"
