@@ -146,7 +146,9 @@ def test_environment(image: Path, runner: Runner) -> None:
 
 def test_host_environment_passes_but_path_is_the_containers(image: Path, runner: Runner) -> None:
     out = ok(fim(runner, image, "fim-exec", "sh", "-c", "echo $LANG:$PATH", LANG="xx_YY.UTF-8"))
-    assert out == "xx_YY.UTF-8:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+    # The container's PATH; last, the directory of the portal's client (docs/runtime.md).
+    assert out == ("xx_YY.UTF-8:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+                   ":/tmp/.fim-portal\n")
 
 
 def test_oversized_value_is_refused_and_old_value_kept(image: Path, runner: Runner) -> None:

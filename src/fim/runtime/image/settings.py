@@ -117,10 +117,10 @@ class Json:
             raise corrupt(self.region) from None
         if not text:
             return self._empty()
-        import json
+        from fim.runtime.image import jsonread
 
         try:
-            value = json.loads(text)
+            value = jsonread.loads(text)
         except ValueError:
             raise corrupt(self.region) from None
         try:
