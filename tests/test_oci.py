@@ -581,3 +581,61 @@ WORKDIR /home/app
     if runner.user is None:
         r = runner.run([str(out), "fim-exec", "sh", "-c", "id -un; echo $HOME"])
         assert r.stdout == "app\n/home/app\n", r.stderr
+
+
+# --- fim-layer extract ------------------------------------------------------------
+
+
+def _layer_listing(image: Path, index: int, workdir: Path) -> List[str]:
+    """unsquashfs's listing of layer `index` of `image` (numeric owners, no times)."""
+    info = json.loads(fim("inspect", "--json", str(image)).stdout)["layers"][index]
+    copy = workdir / f"layer{index}.sqfs"
+    with open(image, "rb") as f:
+        f.seek(info["offset"])
+        copy.write_bytes(f.read(info["size"]))
+    r = _run("unsquashfs", "-lln", "-d", "", str(copy))
+    copy.unlink()
+    # mode owner size date time name: the dates of directories made anew differ.
+    rows = [line.split() for line in r.stdout.splitlines() if line[:1] in "d-lcbp"]
+    listing = sorted(" ".join(row[:3] + row[5:]) for row in rows if row[-1] != "/")
+    assert len(listing) > 10, r.stdout
+    return listing
+
+
+def test_layer_extract(oci: Fixtures, runner: Runner, workdir: Path) -> None:
+    """The crafted layer's own tree, deletion markers in canonical form, owners as the
+    container sees them; `fim-layer create` of it makes the same layer again."""
+    out = workdir / "app.flatimage"
+    r = build(runner, f"oci:{oci.base / 'layout'}:crafted", out)
+    assert r.returncode == 0, r.stderr
+    dest = workdir / "tree"
+    r = runner.run([str(out), "fim-layer", "extract", "3", str(dest)])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"Layer 3 extracted to '{dest}' (")
+    st = os.lstat(dest / "opt/wipe")
+    assert (st.st_mode & 0o170000, st.st_rdev) == (0o020000, 0)  # a deletion marker
+    assert os.getxattr(dest / "opt/op", "user.overlay.opaque") == b"y"
+    assert os.getxattr(dest / "opt/xattr", "user.crafted") == b"1"
+    assert not os.path.lexists(dest / "opt/op/old1")
+    assert os.stat(dest / "opt/cross/c2").st_ino == os.stat(dest / "opt/links/h1").st_ino
+    assert (dest / "opt/same/k").read_text() == "new k\n"
+    from fim.runtime import idmap
+
+    start = 0 if runner.user is None else \
+        idmap.ranges("/etc/subuid", runner.user, runner.uid)[0] - 1  # type: ignore[index]
+    assert os.lstat(dest / "opt/same/k").st_uid == start + 7
+    # The same layer again, from the tree.
+    again = workdir / "again.layer"
+    r = runner.run([str(out), "fim-layer", "create", str(dest), str(again)])
+    assert r.returncode == 0, r.stderr
+    r = runner.run([str(out), "fim-layer", "add", str(again)])
+    assert r.returncode == 0, r.stderr
+    assert _layer_listing(out, 4, workdir) == _layer_listing(out, 3, workdir)
+    # What would be replaced or is no layer: one E:: line, nothing written.
+    for args, message in ((["3", str(dest)], "exists and is not an empty directory"),
+                          (["9", str(workdir / "x")], "No layer '9' (layers: 0-4;"),
+                          (["3"], "extract requires exactly two arguments")):
+        r = runner.run([str(out), "fim-layer", "extract", *args])
+        assert r.returncode == 125 and r.stderr.startswith("E::") and message in r.stderr
+        assert len(r.stderr.splitlines()) == 1
+    assert not (workdir / "x").exists()

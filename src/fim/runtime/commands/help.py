@@ -22,13 +22,14 @@ USAGE = {
     ),
     "fim-layer": (
         "fim-layer create DIR FILE | add FILE | commit <binary|layer|file PATH> | list\n"
-        "          | verify\n"
+        "          | verify | extract INDEX DIR\n"
         "  create: compress DIR into a layer file. add: append a layer file to the image.\n"
         "  commit: compress the changes made in the container into a layer appended to\n"
         "  the image (binary), saved as .NAME.data/layers/layer-NNN.layer (layer) or to\n"
         "  PATH (file), then clear them. list: index:offset:size:path in mount order.\n"
         "  verify: check every layer against the digest recorded when it was made\n"
         "  (ok, damaged, no digest); runs check each layer once after it changed.\n"
+        "  extract: write layer INDEX's own tree (its deletion markers too) to DIR.\n"
         "  FIM_COMPRESSION_LEVEL=0..9 (default 7); FIM_LAYERS=a.layer:dir adds layers."
     ),
     "fim-casefold": (

@@ -1,4 +1,5 @@
-"""fim-layer create DIR FILE | add FILE | commit <binary|layer|file PATH> | list | verify"""
+"""fim-layer create DIR FILE | add FILE | commit <binary|layer|file PATH> | list | verify |
+extract INDEX DIR"""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ def main(ctx: Context, args: List[str]) -> int:
         return _list(ctx, rest)
     if op == "verify":
         return _verify(ctx, rest)
+    if op == "extract":
+        return _extract(ctx, rest)
     raise FimError(f"Invalid op '{op}' for 'fim-layer' (create,add,commit,list)")
 
 
@@ -96,4 +99,31 @@ def _verify(ctx: Context, rest: List[str]) -> int:
     if bad:
         listed = ",".join(str(layer.index) for layer in bad)
         raise FimError(f"{len(bad)} of {len(results)} layers are damaged ({listed})", 1)
+    return 0
+
+
+def _extract(ctx: Context, rest: List[str]) -> int:
+    """One layer's own tree (its deletion markers included) written to a new directory."""
+    from fim.runtime.errors import debug_enabled, warn
+    from fim.runtime.layers import extract
+
+    if len(rest) != 2:
+        raise FimError("extract requires exactly two arguments (INDEX /path/to/dir)")
+    index, dest = rest
+    layers, _torn = config.layer_list(ctx.image, ctx.paths, ctx.environ)
+    chosen = [layer for layer in layers if str(layer.index) == index]
+    if not chosen:
+        known = f"0-{len(layers) - 1}" if layers else "none"
+        raise FimError(f"No layer '{index}' (layers: {known}; see fim-layer list)")
+    result = extract.extract(chosen[0], dest, ctx.paths, ctx.environ,
+                             debug_enabled(ctx.environ))
+    if result.owners_lost:
+        warn(f"{result.owners_lost} entries are yours: their owners are ids this user "
+             "cannot map (subordinate ids, or root, keep them)")
+    if result.devices_skipped:
+        warn(f"Left out {len(result.devices_skipped)} device nodes "
+             f"(/{result.devices_skipped[0]}...): only root makes them")
+    if result.xattrs_lost:
+        warn(f"{result.xattrs_lost} extended attributes could not be set in '{dest}'")
+    say(f"Layer {index} extracted to '{dest}' ({result.entries} entries)")
     return 0
