@@ -28,6 +28,12 @@ done
 ./app.flatimage fim-layer commit binary >/dev/null
 rm -rf .app.flatimage.data
 ./app.flatimage fim-exec cat /opt/committed /opt/bwrap /opt/unionfs
+# SIGKILL of a launcher on the embedded interpreter: nothing of it stays.
+./app.flatimage fim-exec sleep 60 &
+sleep 3
+kill -9 $!
+sleep 2
+for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep -c '[s]leep 60' || true
 ./app.flatimage fim-version deps
 """
 
@@ -61,7 +67,7 @@ def test_embedded_interpreter_and_no_fusermount(built_image: Path, bare_root: Pa
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
     assert lines[:4] == ["bwrap", "overlayfs", "unionfs", "keep"], r.stdout
-    assert lines[4:7] == ["kept", "bwrap", "unionfs"], r.stdout
+    assert lines[4:8] == ["kept", "bwrap", "unionfs", "0"], r.stdout
     deps = r.stdout[r.stdout.index("{"):]
     import json
 
