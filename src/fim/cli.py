@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--python", choices=("embed", "none"), default="embed",
                        help="a Python interpreter for hosts without python3 3.9+: embed "
                             "(default; about 8 MB) or none (the host must have one)")
+    build.add_argument("--desktop", type=Path, metavar="FILE.json",
+                       help="desktop integration (name, icon, categories, integrations), "
+                            "as fim-desktop setup takes it")
     build.add_argument("--squash", action="store_true",
                        help="an OCI/Docker image's layers as one fim layer (default: one each)")
 
@@ -70,6 +73,9 @@ def describe(path: str) -> Dict[str, Any]:
         permissions = image.read_or(settings.PERMISSIONS, problems)
         overlay = overlays.from_byte(image.read_or(settings.OVERLAY, problems))
         casefold = image.read_or(settings.CASEFOLD, problems) != 0
+        desktop = image.read_or(settings.DESKTOP, problems)
+        icon = image.read_or(settings.ICON, problems)
+        notify = image.read_or(settings.NOTIFY, problems) == 1
         scanned = image.chain()
         built = _build_info(image)
     finally:
@@ -87,6 +93,12 @@ def describe(path: str) -> Dict[str, Any]:
             "permissions": permissions,
             "overlay": overlay.name if overlay else "unset (BWRAP)",
             "casefold": casefold,
+            "notify": notify,
+            "desktop": None if desktop is None else {
+                "name": desktop.name, "categories": list(desktop.categories),
+                "integrations": list(desktop.integrations),
+                "icon": None if icon is None else {"type": icon.kind, "size": len(icon.data)},
+            },
         },
         "layers": [
             {"index": e.index, "offset": e.offset, "size": e.size,
@@ -124,6 +136,12 @@ def _print_text(info: Dict[str, Any]) -> None:
     print(f"overlay         {r['overlay']}")
     print(f"casefold        {'on' if r['casefold'] else 'off'}")
     print(f"permissions     {r['permissions']:#x}")
+    print(f"notify          {'on' if r['notify'] else 'off'}")
+    d = r["desktop"]
+    if d is not None:
+        icon = f"{d['icon']['type']}, {d['icon']['size']} bytes" if d["icon"] else "none"
+        print(f"desktop         {d['name']} (integrations: "
+              f"{','.join(d['integrations']) or 'none'}; icon: {icon})")
     print("layers")
     for layer in info["layers"]:
         print(f"  {layer['index']:>3}  offset {layer['offset']:>12}  size {layer['size']:>12}"
@@ -158,6 +176,20 @@ def _progress() -> Callable[[str, bool], None]:
     return report
 
 
+def _desktop(path: Path) -> Callable[[ImageFile], None]:
+    """The desktop settings of `path` (fim-desktop setup's checks), to write into the
+    image being built."""
+    from fim.runtime.desktop import setup
+
+    prepared = setup.load(str(path))
+
+    def configure(handle: ImageFile) -> None:
+        handle.write(settings.ICON, prepared.icon)
+        handle.write(settings.DESKTOP, prepared.desktop)
+
+    return configure
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -171,11 +203,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         elif args.command == "build":
             from fim.builder import image, oci
 
+            # Checked before anything is built: a bad file leaves no output.
+            configure = _desktop(args.desktop) if args.desktop else None
             if oci.is_image(str(args.rootfs)):
                 oci.build(str(args.rootfs), args.output, args.name, args.embed, args.python,
-                          args.squash, _progress())
+                          args.squash, _progress(), configure)
             else:
-                image.build(args.rootfs, args.output, args.name, args.embed, args.python)
+                image.build(args.rootfs, args.output, args.name, args.embed, args.python,
+                            configure)
         elif args.command == "inspect":
             info = describe(str(args.image))
             if args.json:

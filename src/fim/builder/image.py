@@ -87,7 +87,8 @@ def distribution_id(rootfs: Path) -> str:
 
 
 def build(rootfs: Path, output: Path, name: Optional[str] = None,
-          embed: str = "all", python: str = "embed") -> Header:
+          embed: str = "all", python: str = "embed",
+          configure: Optional[Configure] = None) -> Header:
     if not rootfs.is_dir():
         raise FimError(f"Root filesystem '{rootfs}' is not a directory")
     output = output.absolute()
@@ -95,7 +96,7 @@ def build(rootfs: Path, output: Path, name: Optional[str] = None,
         layer = Path(tmp) / "layer0.sqfs"
         make_layer(rootfs, layer)
         info = {"distribution": distribution_label(rootfs), "dist": distribution_id(rootfs)}
-        return assemble(output, [layer], name, info, embed, python)
+        return assemble(output, [layer], name, info, embed, python, configure)
 
 
 Configure = Callable[[ImageFile], None]

@@ -169,7 +169,8 @@ def _size(n: int) -> str:
 
 def build(text: str, output: Path, name: Optional[str] = None, embed: str = "all",
           python: str = "embed", squash: bool = False,
-          report: Report = lambda _text, _done: None) -> Header:
+          report: Report = lambda _text, _done: None,
+          extra: Optional[assembly.Configure] = None) -> Header:
     spec = source.parse(text)
     if spec is None:
         raise FimError(f"'{text}' is not an image source (oci:, oci-archive:, docker-archive:)")
@@ -205,6 +206,8 @@ def build(text: str, output: Path, name: Optional[str] = None, embed: str = "all
                     handle.write(settings.ENVIRONMENT, applied.environment)
                 if applied.boot is not None:
                     handle.write(settings.BOOT, applied.boot)
+                if extra is not None:
+                    extra(handle)  # the builder's own settings (--desktop) come last
 
             return assembly.assemble(output, layers, name, info, embed, python, configure)
     finally:

@@ -35,6 +35,8 @@ COMMANDS = {
     "fim-instance": ("instance", "main"),
     "fim-remote": ("remote", "main"),
     "fim-recipe": ("recipe", "main"),
+    "fim-desktop": ("desktop", "main"),
+    "fim-notify": ("notify", "main"),
     "fim-version": ("version", "main"),
     "fim-help": ("help", "main"),
 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fim.runtime import config, container
+from fim.runtime import config, container, desktop
 from fim.runtime.commands import Context
 from fim.runtime.errors import FimError
 
@@ -13,6 +13,9 @@ if TYPE_CHECKING:
 
 def _run(ctx: Context, program: List[str], as_root: bool, shell: bool = False) -> int:
     cfg = config.resolve(ctx.image, ctx.paths, ctx.environ)
+    # Here, before container.run enters the instance's namespaces: the integration's
+    # background process works on the host's files, as the caller.
+    desktop.on_start(ctx.image, ctx.environ)
     return container.run(cfg, program, as_root, ctx.environ, shell)
 
 

@@ -16,7 +16,7 @@ from fim.runtime.record import dataclass
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, List, Optional, Sequence
+    from typing import Any, List, Optional, Sequence, Tuple
 
 
 @dataclass(frozen=True)
@@ -193,3 +193,84 @@ BINDINGS = Json(REGIONS["bindings"], _load_bindings, _dump_bindings, list)
 BOOT = Json(REGIONS["boot"], _load_boot, _dump_boot, lambda: None)
 REMOTE = Json(REGIONS["remote"], _load_remote, lambda url: {"url": url} if url else None,
               lambda: None)
+
+
+# -- desktop integration (runtime/desktop/) ---------------------------------------
+
+# FlatImage's integration names, in the order they are stored and installed.
+INTEGRATIONS = ("ENTRY", "MIMETYPE", "ICON")
+
+
+@dataclass(frozen=True)
+class Desktop:
+    """FlatImage's desktop JSON without its icon path (the icon has a region of its
+    own): {"name": ..., "integrations": [...], "categories": [...]}."""
+
+    name: str
+    categories: Tuple[str, ...]
+    integrations: Tuple[str, ...]  # of INTEGRATIONS, in their order; () for none
+
+
+@dataclass(frozen=True)
+class Icon:
+    kind: str  # "png" or "svg", FlatImage's extension field
+    data: bytes
+
+
+def _load_desktop(value: Any) -> Optional[Desktop]:
+    name, categories = value["name"], value["categories"]
+    integrations = value.get("integrations", [])
+    if not isinstance(name, str) or not name or not isinstance(categories, list) or \
+            not isinstance(integrations, list):
+        raise ValueError("bad desktop")
+    if not all(isinstance(c, str) for c in categories) or \
+            not all(i in INTEGRATIONS for i in integrations):
+        raise ValueError("bad desktop")
+    return Desktop(name, tuple(categories), tuple(i for i in INTEGRATIONS if i in integrations))
+
+
+def _dump_desktop(desktop: Optional[Desktop]) -> Any:
+    if desktop is None:
+        return None
+    return {"name": desktop.name, "integrations": list(desktop.integrations),
+            "categories": list(desktop.categories)}
+
+
+class IconRegion:
+    """FlatImage's icon struct: the extension (4 bytes, NUL-padded), the file's bytes,
+    and their length as a little-endian u64 in the region's last 8 bytes."""
+
+    text = False
+    ICON_KINDS = ("png", "svg")
+
+    def __init__(self, region: Region) -> None:
+        self.region = region
+        self.capacity = region.size - 12  # what an icon file may hold
+
+    def default(self) -> Optional[Icon]:
+        return None
+
+    def decode(self, raw: bytes) -> Optional[Icon]:
+        kind = raw[:4].rstrip(b"\0")
+        size = int.from_bytes(raw[-8:], "little")
+        if not kind and not size:
+            return None
+        if kind.decode("ascii", "replace") not in self.ICON_KINDS or not 0 < size <= \
+                self.capacity:
+            raise corrupt(self.region)
+        return Icon(kind.decode("ascii"), bytes(raw[4:4 + size]))
+
+    def encode(self, icon: Optional[Icon]) -> bytes:
+        if icon is None:
+            return b""
+        if len(icon.data) > self.capacity:
+            # The region's own check would count the padding: say what the file may be.
+            raise FimError(f"The icon is too large: {len(icon.data)} bytes, the icon region "
+                           f"holds {self.capacity}")
+        body = icon.kind.encode("ascii").ljust(4, b"\0") + icon.data
+        return body.ljust(self.region.size - 8, b"\0") + len(icon.data).to_bytes(8, "little")
+
+
+NOTIFY = Byte(REGIONS["notify"])  # 1: a desktop notification at every start
+DESKTOP = Json(REGIONS["desktop"], _load_desktop, _dump_desktop, lambda: None)
+ICON = IconRegion(REGIONS["icon"])
