@@ -140,7 +140,8 @@ def test_settings_writes_killed(image: Path, runner: Runner) -> None:
         old_boot = run_ok(runner, image, "fim-boot", "show")
         killed_at(runner, [str(image), "fim-boot", "set", "echo", str(i)], delay / 2, {})
         boot = run_ok(runner, image, "fim-boot", "show")
-        assert boot in (old_boot, f'{{"program": "echo", "args": ["{i}"]}}\n'), boot
+        new_boot = f'{{\n  "args": [\n    "{i}"\n  ],\n  "program": "echo"\n}}\n'
+        assert boot in (old_boot, new_boot), boot
         run_ok(runner, image, "fim-exec", "true")
         return code
 

@@ -59,15 +59,27 @@ def test_create_and_add(image: Path, runner: Runner, workdir: Path) -> None:
 @pytest.mark.parametrize("args,message", [
     ([], "Missing op for 'fim-layer' (create,add,commit,list)"),
     (["create", "a"], "create requires exactly two arguments (/path/to/dir /path/to/file.layer)"),
-    (["create", "/nonexistent", "x.layer"], "Source directory '/nonexistent' does not exist"),
-    (["create", "/etc/passwd", "x.layer"], "Source '/etc/passwd' is not a directory"),
     (["list", "x"], "Trailing arguments for fim-layer list: ['x',]"),
-    (["commit"], "Missing argument for 'commit' (binary,layer,file)"),
+    (["commit"], "Missing op for 'commit' (binary,layer,file)"),
 ])
 def test_usage_errors(image: Path, runner: Runner, args: list, message: str) -> None:
     before = image.read_bytes()
     r = fim(runner, image, "fim-layer", *args)
     assert (r.returncode, r.stdout, r.stderr) == (125, "", f"E::{message}\n")
+    assert image.read_bytes() == before
+
+
+@pytest.mark.parametrize("args,message", [
+    (["create", "/nonexistent", "x.layer"], "Source directory '/nonexistent' does not exist"),
+    (["create", "/etc/passwd", "x.layer"], "Source '/etc/passwd' is not a directory"),
+])
+def test_create_checks_the_source_after_saying_it_gathers(image: Path, runner: Runner,
+                                                          args: list, message: str) -> None:
+    """FlatImage's order: `Gathering files to compress`, then the source is looked at."""
+    before = image.read_bytes()
+    r = fim(runner, image, "fim-layer", *args)
+    assert (r.returncode, r.stdout, r.stderr) == (
+        125, "Gathering files to compress\n", f"E::{message}\n")
     assert image.read_bytes() == before
 
 
@@ -154,7 +166,7 @@ def test_commit_file(image: Path, runner: Runner, workdir: Path) -> None:
     r = runner.run([str(image), "fim-exec", "cat", "/opt/f"], env={"FIM_LAYERS": str(target)})
     assert r.stdout == "saved\n"
     r = fim(runner, image, "fim-layer", "commit", "file", str(target))
-    assert r.returncode == 125 and "already exists" in r.stderr
+    assert (r.returncode, r.stderr) == (125, "E::Destination file already exists\n")
 
 
 def test_mount_order_and_list(image: Path, runner: Runner, workdir: Path) -> None:

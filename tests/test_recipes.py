@@ -72,7 +72,8 @@ def cache(image: Path, dist: str = "busybox") -> Path:
 
 def test_remote(image: Path, runner: Runner) -> None:
     assert run(runner, image, "fim-remote", "show") == (125, "", "E::No remote URL configured\n")
-    assert run(runner, image, "fim-remote", "set", "https://example.org/recipes/") == (0, "", "")
+    assert run(runner, image, "fim-remote", "set", "https://example.org/recipes/") == (
+        0, "Set remote URL to 'https://example.org/recipes/'\n", "")
     assert run(runner, image, "fim-remote", "show") == (0, "https://example.org/recipes/\n", "")
     for bad in ("ftp://example.org/x", "example.org", "http://", "http://a b/"):
         code, _, err = run(runner, image, "fim-remote", "set", bad)
@@ -85,7 +86,7 @@ def test_remote(image: Path, runner: Runner) -> None:
     assert run(runner, image, "fim-remote", "nope") == (125, "", "E::Invalid remote operation\n")
     assert run(runner, image, "fim-remote", "set") == (
         125, "", "E::Missing URL for 'set' operation\n")
-    assert run(runner, image, "fim-remote", "clear") == (0, "", "")
+    assert run(runner, image, "fim-remote", "clear") == (0, "Cleared remote URL\n", "")
     assert run(runner, image, "fim-remote", "show")[0] == 125
 
 

@@ -91,9 +91,9 @@ def test_permission_bits_follow_flatimage() -> None:
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("", "No permission given"),
-    ("home,bogus", "Invalid permission 'bogus'"),
-    ("all,home", "'all' cannot be combined"),
+    ("home,bogus", "Invalid permission 'BOGUS'"),
+    ("none", "Invalid permission 'NONE'"),
+    ("all,home", "Permission 'all' should not be used with others"),
 ])
 def test_bad_lists(text: str, message: str) -> None:
     with pytest.raises(FimError, match=message):

@@ -86,6 +86,14 @@ def distribution_id(rootfs: Path) -> str:
     return (_os_release(rootfs).get("ID") or "unknown").upper()
 
 
+def default_shell(rootfs: Path) -> str:
+    """The program an image started without a command runs: bash when the root has
+    it, else sh (what `fim-boot show` prints when no boot command is set; a run looks
+    again in the merged root). Links are not followed: /bin may point at /usr/bin."""
+    has_bash = any(os.path.lexists(rootfs / d / "bash") for d in ("bin", "usr/bin"))
+    return "bash" if has_bash else "sh"
+
+
 def build(rootfs: Path, output: Path, name: Optional[str] = None,
           embed: str = "all", python: str = "embed",
           configure: Optional[Configure] = None) -> Header:
@@ -95,7 +103,8 @@ def build(rootfs: Path, output: Path, name: Optional[str] = None,
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".fim-build-") as tmp:
         layer = Path(tmp) / "layer0.sqfs"
         make_layer(rootfs, layer)
-        info = {"distribution": distribution_label(rootfs), "dist": distribution_id(rootfs)}
+        info = {"distribution": distribution_label(rootfs), "dist": distribution_id(rootfs),
+                "shell": default_shell(rootfs)}
         return assemble(output, [layer], name, info, embed, python, configure)
 
 
@@ -121,6 +130,8 @@ def assemble(output: Path, layers: Sequence[Path], name: Optional[str], info: Di
         "dist": "UNKNOWN",
         "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "builder_version": __version__,
+        # FlatImage's COMMIT: which runtime code this is (its files' digest).
+        "commit": hashlib.sha256(payload.pack(payload.runtime_entries())).hexdigest()[:7],
     }
     described.update(info or {})
     entries.append(("build.json", 0o644, json.dumps(described, indent=2).encode()))

@@ -55,7 +55,7 @@ def values(cfg: Config, branches: Sequence[str]) -> Dict[str, str]:
     paths = cfg.paths
     out = dict(paths.fim_vars())
     out.update(
-        FIM_VERSION=VERSION,
+        FIM_VERSION="v" + VERSION,  # FlatImage's form, as fim-version short prints it
         FIM_DIST=dist(branches),
         FIM_PID=str(paths.pid),
         FIM_DIR_APP_BIN=os.path.join(paths.dir_runtime, "tools", "bin"),

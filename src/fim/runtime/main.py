@@ -26,7 +26,7 @@ def main(image: str, args: List[str], dir_global: str, header_block: bytes, fd: 
         if args and args[0].startswith("fim-"):
             entry = COMMANDS.get(args[0])
             if entry is None:
-                raise FimError(f"Unknown command '{args[0]}' (see fim-help)")
+                raise FimError(f"Unknown command: {args[0]}")
             module = __import__(f"fim.runtime.commands.{entry[0]}", fromlist=[entry[1]])
             code: int = getattr(module, entry[1])(ctx, args[1:])
             return code

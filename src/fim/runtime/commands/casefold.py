@@ -12,11 +12,13 @@ if TYPE_CHECKING:
 
 
 def main(ctx: Context, args: List[str]) -> int:
+    # FlatImage's order: the switch is read before any trailing argument is looked at.
     if not args:
-        raise FimError("Missing argument for 'fim-casefold' (on,off)")
+        raise FimError("Incorrect number of arguments for 'fim-casefold' (<on|off>)")
+    switch = args[0].lower()
+    if switch not in ("on", "off"):
+        raise FimError("Invalid casefold switch")
     if args[1:]:
         raise trailing("fim-casefold", args[1:])
-    if args[0] not in ("on", "off"):
-        raise FimError(f"Invalid argument for 'fim-casefold': '{args[0]}' (on,off)")
-    ctx.image.write(CASEFOLD, 1 if args[0] == "on" else 0)
+    ctx.image.write(CASEFOLD, 1 if switch == "on" else 0)
     return 0

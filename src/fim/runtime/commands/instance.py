@@ -22,8 +22,8 @@ def _scoped(ctx: Context) -> bool:
 
 def main(ctx: Context, args: List[str]) -> int:
     if not args:
-        raise FimError("Missing op for 'fim-instance' (list,exec)")
-    op, rest = args[0], args[1:]
+        raise FimError("Missing op for 'fim-instance' (<exec|list>)")
+    op, rest = args[0].lower(), args[1:]
     if op == "list":
         if rest:
             raise trailing("fim-instance", rest)
@@ -33,15 +33,22 @@ def main(ctx: Context, args: List[str]) -> int:
         for pid, _init in instance.running(ctx.paths, keepers=True):
             print(f"keeper:{pid}")
         return 0
-    if op == "exec":
-        if len(rest) < 2:
-            raise FimError("Incorrect number of arguments for 'exec' (<id> <program> [args...])")
-        instances = instance.running(ctx.paths)
-        if not rest[0].isdigit() or int(rest[0]) >= len(instances):
-            raise FimError(f"No running instance with id '{rest[0]}' (see fim-instance list)")
-        init = instances[int(rest[0])][1]
-        target = instance.sandbox_of(init)
-        if target is None:
-            raise FimError(f"Instance '{rest[0]}' is not running a program yet")
-        return instance.exec_in(target, init, rest[1:], _scoped(ctx))
-    raise FimError(f"Invalid op '{op}' for 'fim-instance' (list,exec)")
+    if op != "exec":
+        raise FimError("Invalid instance operation")
+    # FlatImage's order: the id's form and the command first, then the instances.
+    if not rest:
+        raise FimError("Missing 'id' argument for 'fim-instance'")
+    if not rest[0].isascii() or not rest[0].isdigit():
+        raise FimError("Id argument must be a digit")
+    if not rest[1:]:
+        raise FimError("Missing 'cmd' argument for 'fim-instance'")
+    instances = instance.running(ctx.paths)
+    if not instances:
+        raise FimError("No instances are running")
+    if int(rest[0]) >= len(instances):
+        raise FimError("Instance index out of bounds")
+    init = instances[int(rest[0])][1]
+    target = instance.sandbox_of(init)
+    if target is None:
+        raise FimError(f"Instance '{rest[0]}' is not running a program yet")
+    return instance.exec_in(target, init, rest[1:], _scoped(ctx))

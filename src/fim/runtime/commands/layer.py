@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def main(ctx: Context, args: List[str]) -> int:
     if not args:
         raise FimError("Missing op for 'fim-layer' (create,add,commit,list)")
-    op, rest = args[0], args[1:]
+    op, rest = args[0].lower(), args[1:]
     if op == "create":
         return _create(ctx, rest)
     if op == "add":
@@ -31,19 +31,25 @@ def main(ctx: Context, args: List[str]) -> int:
         return _verify(ctx, rest)
     if op == "extract":
         return _extract(ctx, rest)
-    raise FimError(f"Invalid op '{op}' for 'fim-layer' (create,add,commit,list)")
+    raise FimError("Invalid layer operation")
 
 
 def _create(ctx: Context, rest: List[str]) -> int:
+    """FlatImage's order: the arguments, `Gathering files to compress`, then the source.
+    An existing output file is replaced, as FlatImage's does (once the new layer is
+    complete); the image itself or a directory is refused."""
     if len(rest) != 2:
         raise FimError("create requires exactly two arguments (/path/to/dir /path/to/file.layer)")
     source, output = rest
+    say("Gathering files to compress")
     if not os.path.lexists(source):
         raise FimError(f"Source directory '{source}' does not exist")
     if not os.path.isdir(source):
         raise FimError(f"Source '{source}' is not a directory")
-    if os.path.lexists(output):
-        raise FimError(f"Output file '{output}' already exists")
+    if os.path.isdir(output):
+        raise FimError(f"Output '{output}' is a directory")
+    if os.path.exists(output) and os.path.samefile(output, ctx.image.path):
+        raise FimError(f"Output '{output}' is the image itself")
     level = compression_level(ctx.environ)
     commit.create(ctx.paths, ctx.environ, source, output, level, say)
     return 0
@@ -59,19 +65,20 @@ def _add(ctx: Context, rest: List[str]) -> int:
 
 def _commit(ctx: Context, rest: List[str]) -> int:
     if not rest:
-        raise FimError("Missing argument for 'commit' (binary,layer,file)")
-    mode, extra = rest[0], rest[1:]
+        raise FimError("Missing op for 'commit' (binary,layer,file)")
+    mode, extra = rest[0].lower(), rest[1:]
     if mode not in (commit.BINARY, commit.MANAGED, commit.FILE):
-        raise FimError(f"Invalid argument for 'commit': '{mode}' (binary,layer,file)")
+        raise FimError("Invalid commit operation")
     destination: Optional[str] = None
     if mode == commit.FILE:
-        if len(extra) != 1:
-            raise FimError("commit file requires exactly one argument (/path/to/file.layer)")
-        destination = os.path.abspath(extra[0])
-        if os.path.lexists(destination):
-            raise FimError(f"File '{destination}' already exists")
-    elif extra:
-        raise trailing(f"fim-layer commit {mode}", extra)
+        if not extra:
+            raise FimError("Missing path for 'file' operation")
+        destination, extra = os.path.abspath(extra[0]), extra[1:]
+    if extra:
+        raise trailing("fim-layer commit", extra)
+    # Checked before compressing (FlatImage looks after): nothing is cleared for naught.
+    if destination is not None and os.path.lexists(destination):
+        raise FimError("Destination file already exists")
     level = compression_level(ctx.environ)
     commit.commit(ctx.image, ctx.paths, ctx.environ, mode, destination, level, say)
     return 0

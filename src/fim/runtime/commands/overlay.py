@@ -36,8 +36,8 @@ def _shown(ctx: Context) -> str:
 
 def main(ctx: Context, args: List[str]) -> int:
     if not args:
-        raise FimError("Missing op for 'fim-overlay' (set,show)")
-    op, rest = args[0], args[1:]
+        raise FimError("Missing op for 'fim-overlay' (<set|show>)")
+    op, rest = args[0].lower(), args[1:]
     if op == "set":
         if not rest:
             raise FimError("Missing argument for 'set'")
@@ -53,4 +53,4 @@ def main(ctx: Context, args: List[str]) -> int:
             raise trailing("fim-overlay", rest)
         print(_shown(ctx))
         return 0
-    raise FimError(f"Invalid operation '{op}' for fim-overlay (set,show)")
+    raise FimError("Invalid overlay operation")

@@ -29,13 +29,14 @@ def check_url(url: str) -> str:
 def main(ctx: Context, args: List[str]) -> int:
     if not args:
         raise FimError("Missing op for 'fim-remote' (<set|show|clear>)")
-    op, rest = args[0], args[1:]
+    op, rest = args[0].lower(), args[1:]
     if op == "set":
         if not rest:
             raise FimError("Missing URL for 'set' operation")
         if len(rest) > 1:
             raise trailing("fim-remote", rest[1:])
         ctx.image.write(settings.REMOTE, check_url(rest[0]))
+        print(f"Set remote URL to '{rest[0]}'")  # FlatImage says what it stored
         return 0
     if op not in ("show", "clear"):
         raise FimError("Invalid remote operation")
@@ -43,6 +44,7 @@ def main(ctx: Context, args: List[str]) -> int:
         raise trailing("fim-remote", rest)
     if op == "clear":
         ctx.image.write(settings.REMOTE, None)
+        print("Cleared remote URL")
         return 0
     url = ctx.image.read(settings.REMOTE)
     if not url:

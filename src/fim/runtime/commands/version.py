@@ -23,14 +23,28 @@ _VERSION_ARGS = {
 }
 
 
-def build_info(ctx: Context) -> Dict[str, Any]:
+def build_record(runtime: str) -> Dict[str, Any]:
+    """The runtime's build.json as the builder wrote it ({} when unreadable)."""
     try:
-        with open(os.path.join(ctx.paths.dir_runtime, "build.json"), encoding="utf-8") as f:
+        with open(os.path.join(runtime, "build.json"), encoding="utf-8") as f:
             info: Dict[str, Any] = json.load(f)
     except (OSError, ValueError):
-        info = {}
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def build_info(ctx: Context) -> Dict[str, Any]:
+    """fim's own build fields, and FlatImage's four keys alongside (`COMMIT`,
+    `DISTRIBUTION`, `TIMESTAMP` as YYYYMMDDHHMMSS, `VERSION` as vX.Y.Z)."""
+    from fim.runtime.fimvars import timestamp
+
+    info = build_record(ctx.paths.dir_runtime)
     header = ctx.image.header
     info.update(version=VERSION, build_id=header.build_id, format_version=header.version)
+    info.update(COMMIT=str(info.get("commit") or "unknown"),
+                DISTRIBUTION=str(info.get("dist") or "UNKNOWN"),
+                TIMESTAMP=timestamp(ctx.paths.dir_runtime) or "unknown",
+                VERSION="v" + VERSION)
     return info
 
 
@@ -74,16 +88,17 @@ def python_in_use() -> Dict[str, Any]:
 
 def main(ctx: Context, args: List[str]) -> int:
     if not args:
-        raise FimError("Missing op for 'fim-version' (short,full,deps)")
-    op, rest = args[0], args[1:]
+        raise FimError("Missing op for 'fim-version' (<short|full|deps>)")
+    op, rest = args[0].lower(), args[1:]
+    if op not in ("short", "full", "deps"):
+        raise FimError("Invalid version operation")
     if rest:
         raise trailing("fim-version", rest)
     if op == "short":
-        print(VERSION)
+        print("v" + VERSION)
     elif op == "full":
-        print(json.dumps(build_info(ctx), indent=2))
-    elif op == "deps":
-        print(json.dumps(deps(ctx), indent=2))
+        # FlatImage's JSON: two spaces, keys sorted.
+        print(json.dumps(build_info(ctx), indent=2, sort_keys=True, ensure_ascii=False))
     else:
-        raise FimError(f"Invalid op '{op}' for 'fim-version' (short,full,deps)")
+        print(json.dumps(deps(ctx), indent=2))
     return 0

@@ -44,7 +44,7 @@ class Bits:
     def __init__(self, region: Region, names: Sequence[str], what: str) -> None:
         self.region = region
         self.names = tuple(names)
-        self.what = what  # "permission", "namespace": for messages
+        self.what = what  # "permission", "unshare option": FlatImage's nouns, for messages
 
     def decode(self, raw: bytes) -> int:
         return int.from_bytes(raw, "little")
@@ -61,21 +61,30 @@ class Bits:
     def has(self, bits: int, name: str) -> bool:
         return bool(bits & (1 << self.names.index(name)))
 
-    def parse(self, text: str) -> int:
-        """`a,b,c` or `all` (alone) into bits."""
+    def check(self, text: str) -> List[str]:
+        """`a,b,c` into its names, each one known or `all` (any case; empty items
+        skipped, as FlatImage's splitting does). FlatImage names a wrong one in
+        capitals, as its enums print them: `Invalid permission 'NONE'`."""
         names = [n.strip().lower() for n in text.split(",") if n.strip()]
-        if not names:
-            raise FimError(f"No {self.what} given")
+        for name in names:
+            if name != "all" and name not in self.names:
+                raise FimError(f"Invalid {self.what} '{name.upper()}'")
+        return names
+
+    def bits(self, names: Sequence[str]) -> int:
+        """Checked names into bits; `all` stands alone. Separate from `check` because
+        FlatImage looks at trailing arguments between the two."""
         if "all" in names:
             if len(names) > 1:
-                raise FimError(f"'all' cannot be combined with other {self.what}s")
+                raise FimError(f"{self.what.capitalize()} 'all' should not be used with others")
             return (1 << len(self.names)) - 1
         bits = 0
         for name in names:
-            if name not in self.names:
-                raise FimError(f"Invalid {self.what} '{name}' (valid: all,{','.join(self.names)})")
             bits |= 1 << self.names.index(name)
         return bits
+
+    def parse(self, text: str) -> int:
+        return self.bits(self.check(text))
 
 
 class Byte:
@@ -185,7 +194,7 @@ NAMESPACE_NAMES = ("user", "ipc", "pid", "net", "uts", "cgroup")
 BIND_TYPES = ("ro", "rw", "dev")
 
 PERMISSIONS = Bits(REGIONS["permissions"], PERMISSION_NAMES, "permission")
-UNSHARE = Bits(REGIONS["unshare"], NAMESPACE_NAMES, "namespace")
+UNSHARE = Bits(REGIONS["unshare"], NAMESPACE_NAMES, "unshare option")
 OVERLAY = Byte(REGIONS["overlay"])  # 1<<1 BWRAP, 1<<2 OVERLAYFS, 1<<3 UNIONFS, 0 unset
 CASEFOLD = Byte(REGIONS["casefold"])
 ENVIRONMENT = Json(REGIONS["environment"], _load_environment, lambda v: v or None, list)

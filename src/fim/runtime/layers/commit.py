@@ -49,9 +49,11 @@ def _temporary(paths: Paths, hint: str) -> str:
 
 def create(paths: Paths, environ: Mapping[str, str], source: str, output: str, level: int,
            say: Say) -> None:
-    """Compress `source` into the new layer file `output`: made beside it and given its
-    name once complete, so that a failure (a full disk) leaves no file there."""
-    say("Gathering files to compress")
+    """Compress `source` into the layer file `output`: made beside it and given its
+    name once complete, so that a failure (a full disk) leaves no file there, or an
+    existing `output` as it was; a complete one replaces it, as FlatImage's does. The
+    caller has said `Gathering files to compress` (FlatImage says it before it looks
+    at `source`)."""
     with Stack() as stack:
         if os.path.realpath(source) == os.path.realpath(paths.dir_upper):
             # The image's own upper dir: bring its deletions to the form layers keep.
@@ -62,7 +64,8 @@ def create(paths: Paths, environ: Mapping[str, str], source: str, output: str, l
         stack.push(files.discard, tmp)
         try:
             build.create(source, tmp, level, paths.dir_runtime, environ, _log(paths))
-            files.place(tmp, output)
+            os.replace(tmp, output)
+            files.fsync_path(os.path.dirname(os.path.abspath(output)))
         except OSError as e:
             raise _failed(e, f"writing the layer '{output}'", "nothing was written") from None
     say("Filesystem created without errors")
