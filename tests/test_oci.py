@@ -403,7 +403,7 @@ def test_oci_archive_layer_by_layer(oci: Fixtures, runner: Runner, workdir: Path
                               f"{oci.base / 'layout'}:one", expect_layers=3)
     # The config: Env, Entrypoint + Cmd, labels; deleted paths gone.
     r = runner.run([str(out)])
-    assert r.stdout.splitlines()[0] == "booted", r.stderr
+    assert r.stdout == "booted\n/opt/dir\n", r.stderr  # in WorkingDir
     r = runner.run([str(out), "fim-exec", "sh", "-c", "echo $FOO $PATH; ls /opt/gone/x"])
     # The image's PATH (fim appends its own directories after it).
     assert r.stdout.startswith("bar /opt/bin:/usr/bin:/bin") and r.returncode != 0

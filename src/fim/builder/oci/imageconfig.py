@@ -77,7 +77,21 @@ def apply(config: Dict[str, Any], tree: t.Tree, read: Reader) -> Applied:
             warnings.append(f"The image's WorkingDir '{workdir}' is no directory of the "
                             "image; the program starts in the user's home")
             workdir = ""
+    if workdir and workdir != "/" and boot is not None:
+        shell = tree.resolve("/bin/sh")
+        node = tree.get(shell) if shell is not None else None
+        if node is not None and node.meta.kind == t.FILE:
+            # fim starts programs in the user's home and appends the run's arguments
+            # to the boot command: a shell changes directory, then execs the command
+            # with them.
+            boot = Boot("/bin/sh", ["-c", _CHDIR, "sh", workdir, boot.program] + boot.args)
+        else:
+            warnings.append(f"The image's WorkingDir '{workdir}' is not applied: the image "
+                            "has no /bin/sh to change into it before its command")
     return Applied(env, boot, labels, workdir, warnings)
+
+
+_CHDIR = 'cd "$1" && shift && exec "$@"'
 
 
 def _table(read: Reader, path: str) -> List[List[str]]:
