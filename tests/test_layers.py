@@ -284,3 +284,23 @@ def _tree(pid: int) -> list:
         except OSError:
             pass
     return found
+
+
+def test_many_layers_run(image: Path, runner: Runner, workdir: Path) -> None:
+    """The kernel overlay's options must fit one page: with many layers BWRAP cannot
+    have it, and the run goes to UNIONFS (as after a refused SYS_mount) instead of
+    failing with bubblewrap's mount error."""
+    src = workdir / "one"
+    (src / "opt").mkdir(parents=True)
+    (src / "opt" / "many").write_text("many\n")
+    subprocess.run(["chown", "-R", str(runner.uid), str(src)], check=True)
+    layer = workdir / "one.layer"
+    r = runner.run([str(image), "fim-layer", "create", str(src), str(layer)])
+    assert r.returncode == 0, r.stderr
+    for _ in range(70):
+        r = runner.run([str(image), "fim-layer", "add", str(layer)])
+        assert r.returncode == 0, r.stderr
+    r = runner.run([str(image), "fim-exec", "cat", "/opt/many", "/opt/base/keep"],
+                   env={"FIM_KEEP": "0"})
+    assert (r.returncode, r.stdout) == (0, "many\nkeep\n"), r.stderr
+    assert "Can't make overlay mount" not in r.stderr

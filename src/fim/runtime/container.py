@@ -133,6 +133,8 @@ def _attempt(cfg: Config, backend: overlays.Backend, lowers: Sequence[str],
     What it mounts and locks is undone before it returns."""
     paths = cfg.paths
     spec = writable.spec(cfg, lowers, env)
+    if not overlays.implementation(backend).fits(spec):
+        return _REFUSED  # known before anything starts: no failed attempt to show
     with Stack() as stack:
         if kept is not None and kept.root is not None and backend is cfg.backend:
             # The keeper holds this root; the instance shares its claim on the upper dir.

@@ -10,7 +10,11 @@ module (`overlays.<module>`) makes the writable root:
         bubblewrap makes "/" of it;
     refused(spec: RootSpec) -> bool
         asked when bubblewrap ran but the program never started: whether it was
-        this backend's root that the host refused (kernel overlayfs, SYS_mount).
+        this backend's root that the host refused (kernel overlayfs, SYS_mount);
+    fits(spec: RootSpec) -> bool
+        asked before anything starts: whether the root can be made at all (the
+        kernel overlay's options must fit one page); if not, the run goes to the
+        fallback backend as after a refusal.
 
 Adding a backend is one module and one record in BACKENDS.
 """

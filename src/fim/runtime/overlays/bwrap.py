@@ -32,12 +32,26 @@ def build(stack: Stack, spec: RootSpec) -> Root:
                 None)
 
 
+def _options(lowers: Sequence[str], upper: str, work: str, prefix: str = "") -> str:
+    return (f"lowerdir={':'.join(prefix + lower for lower in lowers)},upperdir={prefix}{upper},"
+            f"workdir={prefix}{work},userxattr")
+
+
+def fits(spec: RootSpec) -> bool:
+    """Whether the kernel can take the overlay at all: its mount options fit one page,
+    and bubblewrap names every directory under /oldroot, so an image with many layers
+    (about 55 with this runtime's paths) cannot have it."""
+    options = _options(spec.lowers, spec.upper, spec.work, "/oldroot")
+    return len(options) < os.sysconf("SC_PAGE_SIZE")
+
+
 def refused(spec: RootSpec) -> bool:
     """Whether the kernel refuses the overlay bubblewrap tried: the SYS_mount probe,
     the same mount made here (the instance's mount namespace drops it at once)."""
+    if not fits(spec):
+        return True
     os.makedirs(spec.mountpoint, exist_ok=True)
-    options = (f"lowerdir={':'.join(spec.lowers)},upperdir={spec.upper},"
-               f"workdir={spec.work},userxattr")
+    options = _options(spec.lowers, spec.upper, spec.work)
     try:
         libc.mount("overlay", spec.mountpoint, "overlay", options)
     except OSError:

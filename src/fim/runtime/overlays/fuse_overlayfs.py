@@ -32,5 +32,9 @@ def build(stack: Stack, spec: RootSpec) -> Root:
     return Root(["--bind", merged, "/"], [merged], merged)
 
 
+def fits(spec: RootSpec) -> bool:
+    return True
+
+
 def refused(spec: RootSpec) -> bool:
     return False
