@@ -76,6 +76,26 @@ def poll(pid: int) -> Optional[int]:
         return exit_code(status) if done else None
 
 
+def wait_within(pid: int, seconds: float) -> Optional[int]:
+    """The exit code of the child `pid`, or None when it runs past `seconds` (it is then
+    killed and reaped). Polls: for the short tools of background work, where a
+    blocking wait could hang on a tool that never ends."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    delay = 0.002
+    while True:
+        code = poll(pid)
+        if code is not None:
+            return code
+        if time.monotonic() >= deadline:
+            kill([pid], 9)
+            wait(pid)
+            return None
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
 def reap(block: bool) -> Optional[Tuple[int, int]]:
     """Any child that has exited, as (pid, exit code), waiting for one when `block`;
     (0, 0) when children are left but none has exited; None when none is left."""

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import os
 
-from fim.runtime import process, tools
-from fim.runtime.desktop import layout, stamp
+from fim.runtime import tools
+from fim.runtime.desktop import layout, run_tool, stamp
 from fim.runtime.errors import debug
 
 TYPE_CHECKING = False
@@ -238,9 +238,8 @@ def _refresh_caches(root: str, kinds: Set[str], environ: Mapping[str, str],
             say(f"no {tool} on this host: the {kind} cache is not refreshed")
             continue
         before = _outputs(root, kind)
-        code, out = process.capture([path] + args + [target], TOOL_TIMEOUT)
-        detail = " ".join(out.split())
-        say(f"{tool} {target}: exit {code}" + (f" ({detail})" if code and detail else ""))
+        code = run_tool([path] + args + [target], environ, say.enabled, TOOL_TIMEOUT)
+        say(f"{tool} {target}: exit {code}")
         made.extend(("made", entry) for entry in sorted(_outputs(root, kind) - before))
 
 

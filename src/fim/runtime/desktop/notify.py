@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from fim.runtime import process, tools
+from fim.runtime import tools
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -49,11 +49,13 @@ def _user_bus(environ: Mapping[str, str]) -> str:
 
 
 def send(name: str, icon: Optional[str], environ: Mapping[str, str],
-         say: Callable[[str], None]) -> None:
+         say: Callable[[str], None], verbose: bool) -> None:
     """Notify with the first tool that succeeds; nothing when none does."""
     shown = icon if icon and os.path.exists(icon) else FALLBACK_ICON
+    from fim.runtime.desktop import run_tool
+
     for argv in commands(name, shown, environ):
-        code, out = process.capture(argv, TIMEOUT)
+        code = run_tool(argv, environ, verbose, TIMEOUT)
         say(f"notification through {os.path.basename(argv[0])}: exit {code}")
         if code == 0:
             return
