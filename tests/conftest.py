@@ -145,9 +145,21 @@ def traces(image: Path) -> List[str]:
             continue
         if (str(image) in cmdline or data in cmdline) and "pytest" not in cmdline:
             found.append(f"process {entry}: {cmdline}")
+        elif "pytest" not in cmdline and _holds(entry, (str(image), data)):
+            # Our processes show the image's name only: one that still holds the image
+            # or its data dir open (a lock) is left behind too.
+            found.append(f"process {entry} holding the image or its data: {cmdline}")
         if data in mounts:
             found.append(f"mounts of process {entry}")
     return found
+
+
+def _holds(pid: str, prefixes: Sequence[str]) -> bool:
+    try:
+        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    except OSError:
+        return False
+    return any(link.startswith(prefix) for link in links for prefix in prefixes)
 
 
 def _build_ids(base: Path) -> Set[str]:

@@ -28,11 +28,22 @@ def _write(path: str, text: str) -> None:
         os.close(fd)
 
 
-def _mapper(sub: Subordinate, uid: int, gid: int, target: int, wake: int,
+def _mapper(sub: Subordinate, uid: int, gid: int, target: int, wake: int, theirs: int,
             log: Optional[str]) -> int:
     """In a child left in the caller's user namespace: wait until `target` has made its
     own, then map the subordinate ids into it with the setuid helpers. Groups first:
-    if they fail, nothing is written and the target maps itself alone."""
+    if they fail, nothing is written and the target maps itself alone.
+
+    `theirs`, the pipe's other end, is closed first: held here it would keep the read
+    from ever seeing the end of a target killed before it wrote (the helper then
+    waited forever, holding whatever the target had locked: a commit's upper dir)."""
+    if TYPE_CHECKING:
+        import signal as _signal
+    else:
+        import _signal  # the C module: `signal` imports enum
+
+    os.close(theirs)
+    die_with_parent(_signal.SIGKILL)  # nothing of a dead target is worth finishing
     if not os.read(wake, 1):
         return 1  # the target made no namespace
     env = {"PATH": "/usr/bin:/bin"}
@@ -76,7 +87,7 @@ def enter(uid: int, gid: int, pid: bool = True, sub: Optional[Subordinate] = Non
     if sub is not None:
         wait_end, wake = os.pipe()
         target = os.getpid()
-        helper = process.fork(lambda: _mapper(sub, uid, gid, target, wait_end, log))
+        helper = process.fork(lambda: _mapper(sub, uid, gid, target, wait_end, wake, log))
         os.close(wait_end)
     flags = libc.CLONE_NEWUSER | libc.CLONE_NEWNS | pid_flag
     try:
