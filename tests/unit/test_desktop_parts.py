@@ -246,7 +246,8 @@ def test_setup_reads_flatimage_s_json(tmp_path: Path) -> None:
     got = setup.load(_json(tmp_path, {"name": "MyApp", "icon": "art/i.png",
                                       "categories": ["System", "Audio", "System"],
                                       "integrations": ["ICON", "entry"]}))
-    assert got.desktop == settings.Desktop("MyApp", ("System", "Audio"), ("ENTRY", "ICON"))
+    # FlatImage's sets: categories sorted and each once, integrations in their order.
+    assert got.desktop == settings.Desktop("MyApp", ("Audio", "System"), ("ENTRY", "ICON"))
     assert got.icon == settings.Icon("png", GOOD_PNG)
     svg = setup.load(_json(tmp_path, {"name": "S", "icon": "s.svg", "categories": ["X-Mine"]},
                            b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>',

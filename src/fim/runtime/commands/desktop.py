@@ -1,9 +1,11 @@
 """fim-desktop setup FILE.json | enable entry,mimetype,icon|none | clean
 | dump icon FILE | dump entry | dump mimetype
 
-FlatImage's commands and texts: setup prints the JSON it stored (the icon path is
-not stored: the icon has a region of its own), enable prints what it enabled, one
-per line. The files themselves are installed by the next run (desktop/__init__.py).
+FlatImage v2.0.1's commands and texts (docs/compatibility.md): its messages, the
+values checked before the trailing arguments, setup printing the JSON it stored in
+FlatImage's layout (the icon path is not stored: the icon has a region of its
+own), enable printing what it enabled, one per line. The files themselves are
+installed by the next run (desktop/__init__.py).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def _set_up(ctx: Context) -> settings.Desktop:
 
 def _setup(ctx: Context, rest: List[str]) -> int:
     if not rest:
-        raise FimError("Missing argument from 'setup' (/path/to/file.json)")
+        raise FimError("Missing argument for 'setup' (/path/to/file.json)")
     if rest[1:]:
         raise trailing("fim-desktop", rest[1:])
     from fim.runtime.desktop import setup
@@ -41,7 +43,11 @@ def _setup(ctx: Context, rest: List[str]) -> int:
     prepared = setup.load(rest[0])  # every field and the icon checked before a write
     ctx.image.write(settings.ICON, prepared.icon)
     ctx.image.write(settings.DESKTOP, prepared.desktop)
-    print(settings.DESKTOP.encode(prepared.desktop).decode())
+    import json
+
+    # FlatImage's JSON layout: two spaces, sorted keys (docs/compatibility.md).
+    stored = json.loads(settings.DESKTOP.encode(prepared.desktop))
+    print(json.dumps(stored, indent=2, sort_keys=True, ensure_ascii=False))
     return 0
 
 
@@ -52,7 +58,7 @@ def parse_enable(text: str) -> List[str]:
         raise FimError(f"Missing arguments for 'enable' ({','.join(ENABLE_NAMES)})")
     for name in names:
         if name not in ENABLE_NAMES:
-            raise FimError(f"Invalid integration '{name}' ({','.join(ENABLE_NAMES)})")
+            raise FimError("Invalid integration item")
     if "none" in names:
         if len(names) > 1:
             raise FimError("'none' option should not be used with others")
@@ -63,9 +69,9 @@ def parse_enable(text: str) -> List[str]:
 def _enable(ctx: Context, rest: List[str]) -> int:
     if not rest:
         raise FimError(f"Missing arguments for 'enable' ({','.join(ENABLE_NAMES)})")
+    wanted = parse_enable(rest[0])
     if rest[1:]:
         raise trailing("fim-desktop", rest[1:])
-    wanted = parse_enable(rest[0])
     desktop = _set_up(ctx)
     from fim.runtime.record import replace
 
@@ -109,12 +115,12 @@ def _dump_icon(ctx: Context, rest: List[str]) -> int:
 
 def _dump(ctx: Context, rest: List[str]) -> int:
     if not rest:
-        raise FimError("Missing arguments for 'dump' (icon,entry,mimetype)")
+        raise FimError("Missing arguments for 'dump' (entry,mimetype,icon)")
     what = rest[0].lower()
     if what == "icon":
         return _dump_icon(ctx, rest[1:])
     if what not in ("entry", "mimetype"):
-        raise FimError(f"Invalid dump operation '{rest[0]}' (icon,entry,mimetype)")
+        raise FimError("Invalid dump operation")
     if rest[1:]:
         raise trailing("fim-desktop", rest[1:])
     from fim.runtime.desktop import layout
@@ -138,5 +144,5 @@ def main(ctx: Context, args: List[str]) -> int:
     op, rest = args[0].lower(), args[1:]
     handler = {"setup": _setup, "enable": _enable, "clean": _clean, "dump": _dump}.get(op)
     if handler is None:
-        raise FimError(f"Invalid op '{args[0]}' for 'fim-desktop' ({OPS})")
+        raise FimError("Invalid desktop operation")
     return handler(ctx, rest)

@@ -15,10 +15,13 @@ USAGE = "Incorrect number of arguments for 'fim-notify' (<on|off>)"
 
 
 def main(ctx: Context, args: List[str]) -> int:
-    if len(args) != 1:
+    # FlatImage's order: the switch is checked before extra arguments are counted.
+    if not args:
         raise FimError(USAGE)
     value = args[0].lower()
     if value not in ("on", "off"):
-        raise FimError(f"Invalid argument for 'fim-notify': '{args[0]}' (on,off)")
+        raise FimError("Invalid notify switch")
+    if args[1:]:
+        raise FimError(USAGE)
     ctx.image.write(NOTIFY, 1 if value == "on" else 0)
     return 0

@@ -268,10 +268,8 @@ def load(json_path: str) -> Prepared:
     categories = value["categories"]
     if not isinstance(categories, list):
         raise _field_error(json_path, "'categories' must be a list of strings")
-    checked: List[str] = []
-    for category in categories:
-        if check_category(category, json_path) not in checked:
-            checked.append(category)
+    # FlatImage keeps the categories as a set: sorted, each once.
+    checked = sorted({check_category(c, json_path) for c in categories})
     integrations = check_integrations(value.get("integrations", []), json_path)
     desktop = Desktop(name, tuple(checked), tuple(integrations))
     # Its size is checked now, before the icon is written.
