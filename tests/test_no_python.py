@@ -33,7 +33,8 @@ rm -rf .app.flatimage.data
 sleep 3
 kill -9 $!
 sleep 2
-for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep -c '[s]leep 60' || true
+for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done |
+  grep -c '[s]leep 60' || true
 ./app.flatimage fim-version deps
 """
 
