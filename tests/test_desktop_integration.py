@@ -351,6 +351,53 @@ def test_notify_with_no_tool_is_silent(desk: Desk) -> None:
     assert "notification" not in r.stdout
 
 
+@pytest.mark.skipif(shutil.which("notify-send") is not None or shutil.which("gdbus") is None
+                    or shutil.which("dbus-daemon") is None,
+                    reason="needs gdbus and dbus-daemon, and no notify-send on the host")
+def test_notify_through_the_session_bus(desk: Desk) -> None:
+    """No notify-send: the freedesktop interface through gdbus, typed as Notify takes it
+    (seen by dbus-monitor on a session bus of the runner's own, which no notification
+    daemon serves)."""
+    socket = desk.dir / "bus"
+    config = desk.dir / "bus.conf"
+    config.write_text(
+        '<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN" '
+        '"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">\n'
+        f"<busconfig><type>session</type><listen>unix:path={socket}</listen>"
+        "<auth>EXTERNAL</auth><policy context=\"default\"><allow send_destination=\"*\" "
+        "eavesdrop=\"true\"/><allow eavesdrop=\"true\"/><allow own=\"*\"/></policy>"
+        "</busconfig>\n")
+    daemon = desk.runner.popen(["dbus-daemon", f"--config-file={config}", "--nofork"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address = f"unix:path={socket}"
+    monitor = None
+    try:
+        deadline = time.monotonic() + 10
+        while not socket.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with open(desk.dir / "monitor.log", "w") as log:
+            monitor = desk.runner.popen(["dbus-monitor", "--address", address,
+                                         "interface='org.freedesktop.Notifications'"],
+                                        stdout=log, stderr=subprocess.STDOUT)
+        time.sleep(0.5)
+        assert desk.run("fim-notify", "on").returncode == 0
+        assert desk.run("fim-desktop", "setup", str(desk.json)).returncode == 0
+        r = desk.run("fim-exec", "true", FIM_DEBUG="1", DBUS_SESSION_BUS_ADDRESS=address)
+        assert "D::Desktop: notification through gdbus" in r.stdout, r.stdout
+        time.sleep(0.5)
+        seen = (desk.dir / "monitor.log").read_text()
+        call = seen[seen.index("member=Notify"):]
+        icon = desk.xdg / f"icons/hicolor/64x64/apps/flatimage_{NAME}.png"
+        assert f'string "fim"\n   uint32 0\n   string "{icon}"\n   string "Started ' \
+               f"'{NAME}' FlatImage\"\n" in call, call
+        assert "int32 5000" in call
+    finally:
+        for proc in (monitor, daemon):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+
+
 @pytest.mark.parametrize(("args", "message"), [
     ([], "Incorrect number of arguments for 'fim-notify' (<on|off>)"),
     (["on", "x"], "Incorrect number of arguments for 'fim-notify' (<on|off>)"),

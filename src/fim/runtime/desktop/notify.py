@@ -35,11 +35,20 @@ def commands(name: str, icon: str, environ: Mapping[str, str]) -> List[List[str]
     gdbus = tools.on_host("gdbus", environ)
     bus = environ.get("DBUS_SESSION_BUS_ADDRESS", "") or os.path.exists(_user_bus(environ))
     if gdbus is not None and bus:
+        # Typed GVariant text: gdbus guesses types from the service's introspection,
+        # and reads `0` as int32 and `[]` as a string where it gets none.
         found.append([gdbus, "call", "--session", "--dest", "org.freedesktop.Notifications",
                       "--object-path", "/org/freedesktop/Notifications", "--method",
-                      "org.freedesktop.Notifications.Notify", "fim", "0", icon,
-                      summary(name), "", "[]", "{}", "5000"])
+                      "org.freedesktop.Notifications.Notify", _text("fim"), "uint32 0",
+                      _text(icon), _text(summary(name)), _text(""), "@as []", "@a{sv} {}",
+                      "int32 5000"])
     return found
+
+
+def _text(value: str) -> str:
+    """A GVariant string literal (a bare word such as `true` or `42` would be read as
+    another type)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _user_bus(environ: Mapping[str, str]) -> str:
@@ -54,9 +63,11 @@ def send(name: str, icon: Optional[str], environ: Mapping[str, str],
     shown = icon if icon and os.path.exists(icon) else FALLBACK_ICON
     from fim.runtime.desktop import run_tool
 
-    for argv in commands(name, shown, environ):
+    ways = commands(name, shown, environ)
+    for argv in ways:
         code = run_tool(argv, environ, verbose, TIMEOUT)
         say(f"notification through {os.path.basename(argv[0])}: exit {code}")
         if code == 0:
             return
-    say("no notification sent (no notify-send, no gdbus with a session bus)")
+    say("no notification sent (" + ("none of its ways worked" if ways else
+                                    "no notify-send, no gdbus with a session bus") + ")")
