@@ -64,8 +64,9 @@ def run_tool(argv: Sequence[str], environ: Mapping[str, str], verbose: bool,
              seconds: float) -> int:
     """Run a host tool of the background work (a cache tool, notify-send): its output
     where ours goes with FIM_DEBUG, else nowhere; its exit code, -1 when it could not
-    start or ran past `seconds`. posix_spawn: the background's own CPU time competes
-    with the program's start, and the subprocess module alone costs milliseconds."""
+    start or ran past `seconds`. Through process.spawn: the background's own CPU time
+    competes with the program's start, and Python's process module alone would cost
+    milliseconds of it to import."""
     from fim.runtime import process
     from fim.runtime.errors import FimError
 
