@@ -12,8 +12,8 @@ PACKAGES="python3 python3-venv squashfs-tools squashfuse fuse3 fuse-overlayfs un
 # for the fallback where namespaces are refused (embedded in images when present);
 # podman, skopeo and umoci make OCI/Docker images and unpack them for comparison;
 # the desktop's own tools check the integration (desktop-file-validate, xdg-mime,
-# update-mime-database, pngcheck).
-TEST_PACKAGES="xvfb xauth x11-utils weston pulseaudio dbus gcc libc6-dev proot podman skopeo umoci desktop-file-utils xdg-utils shared-mime-info pngcheck"
+# update-mime-database, gtk-update-icon-cache, pngcheck).
+TEST_PACKAGES="xvfb xauth x11-utils weston pulseaudio dbus gcc libc6-dev proot podman skopeo umoci desktop-file-utils xdg-utils shared-mime-info gtk-update-icon-cache pngcheck"
 if [ "${1:-}" = test ]; then
   PACKAGES="$PACKAGES $TEST_PACKAGES"
 fi

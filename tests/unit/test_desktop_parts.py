@@ -491,3 +491,25 @@ def test_stamp_changes_with_the_file_and_the_settings(tmp_path: Path) -> None:
         assert stamp.of(handle, desktop) != first
     finally:
         handle.close()
+
+
+@pytest.mark.skipif(shutil.which("gtk-update-icon-cache") is None,
+                    reason="gtk-update-icon-cache is not installed")
+def test_an_icon_cache_the_user_has_is_refreshed_and_none_is_made(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    fresh = tmp_path / "fresh"
+    install.apply(str(fresh), "aaaa", "s1", lambda: _plan("One", "/a.flatimage"), env,
+                  install.Say(False))
+    assert not (fresh / "icons/hicolor/icon-theme.cache").exists()
+    root = tmp_path / "share"
+    theme = root / "icons" / "hicolor"
+    (theme / "16x16" / "apps").mkdir(parents=True)
+    (theme / "16x16" / "apps" / "theirs.png").write_bytes(GOOD_PNG)  # an empty theme has none
+    subprocess.run(["gtk-update-icon-cache", "-q", "-t", "-f", str(theme)], check=True)
+    cache = theme / "icon-theme.cache"
+    assert b"flatimage_One" not in cache.read_bytes()
+    install.apply(str(root), "aaaa", "s1", lambda: _plan("One", "/a.flatimage"), env,
+                  install.Say(False))
+    assert b"flatimage_One" in cache.read_bytes()
+    install.clean(str(root), "aaaa", env, install.Say(False))
+    assert cache.exists() and b"flatimage_One" not in cache.read_bytes()
