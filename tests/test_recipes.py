@@ -15,7 +15,24 @@ from typing import Dict, Iterator, Tuple
 import pytest
 from conftest import Runner
 
+
+def _png(size: int = 16) -> bytes:
+    """A real PNG: one colour, 8-bit RGB."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + \
+            struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\0" + b"\x20\x80\xe0" * size for _ in range(size))
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
 TREE: Dict[str, object] = {
+    "icon.png": _png(),
     "busybox/latest/base.json": {"description": "Base tools", "packages": ["less"]},
     "busybox/latest/app.json": {"packages": ["app"], "dependencies": ["base", "extra"]},
     "busybox/latest/extra.json": {"packages": ["x1", "x2"], "dependencies": ["base"]},
@@ -24,7 +41,9 @@ TREE: Dict[str, object] = {
     "busybox/latest/broken.json": "{not json",
     "busybox/latest/needsgone.json": {"packages": ["p"], "dependencies": ["gone"]},
     "debian/latest/greet.json": {"description": "Say hello", "packages": ["hello"],
-                                 "dependencies": ["pager"]},
+                                 "dependencies": ["pager"],
+                                 "desktop": {"name": "Greeter", "icon": "ICON_URL",
+                                             "categories": ["Utility"]}},
     "debian/latest/pager.json": {"packages": ["less"]},
 }
 
@@ -42,7 +61,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(404, "Not Found")
             return
         value = TREE[path]
-        body = (value if isinstance(value, str) else json.dumps(value)).encode()
+        if isinstance(value, bytes):
+            body = value
+        else:
+            host = f"http://127.0.0.1:{self.server.server_address[1]}"
+            body = (value if isinstance(value, str) else json.dumps(value)) \
+                .replace("ICON_URL", host + "/icon.png").encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -170,5 +194,8 @@ def test_install_into_debian(debian_image: Path, runner: Runner, workdir: Path,
     assert code == 0, out + err
     code, out, _ = run(runner, image, "fim-exec", "sh", "-c", "hello; command -v less")
     assert (code, out) == (0, "Hello, world!\n/usr/bin/less\n")
-    assert sorted(p.name for p in cache(image, "debian").iterdir()) == ["greet.json",
-                                                                         "pager.json"]
+    assert sorted(p.name for p in cache(image, "debian").iterdir()) == [
+        "greet.desktop.json", "greet.json", "pager.json"]
+    # The recipe's desktop data went through fim-desktop setup.
+    code, out, err = run(runner, image, "fim-desktop", "dump", "entry")
+    assert code == 0 and "Name=Greeter" in out, out + err

@@ -7,12 +7,12 @@ import sys
 
 from fim.runtime import recipes
 from fim.runtime.commands import Context
-from fim.runtime.errors import FimError, trailing, warn
+from fim.runtime.errors import FimError, trailing
 from fim.runtime.image import settings
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, List, Optional
+    from typing import Any, Dict, List, Optional, Tuple
 
 # How each distribution installs packages, as root inside the image: one command, the
 # packages appended (FlatImage: apk and pacman). Debian's lists must be fetched first,
@@ -104,14 +104,41 @@ def _install(ctx: Context, wanted: List[str]) -> int:
     if not PERMISSIONS.has(cfg.permissions, "network"):
         raise FimError("Installing recipes needs the 'network' permission "
                        "(fim-perms add network)")
+    # Desktop data checked and its icon fetched before anything is installed: bad data
+    # refuses the whole install, and after an instance has run, this process can start
+    # no thread or process (its PID namespace's init is gone).
+    desktop = _desktop_of(ctx, [found[n] for n in found if found[n].desktop is not None])
     _progress(f"Installing {' '.join(packages)}")
     code = container.run(cfg, manager + packages, True, ctx.environ)
     if code != 0:
         raise FimError(f"The package manager failed with exit code {code}", code)
-    for name in wanted:
-        if found[name].desktop is not None:
-            warn(f"Recipe '{name}' has desktop data: apply it with fim-desktop setup")
+    if desktop is not None:
+        name, prepared = desktop
+        ctx.image.write(settings.ICON, prepared.icon)
+        ctx.image.write(settings.DESKTOP, prepared.desktop)
+        _progress(f"Desktop integration of recipe '{name}' stored "
+                  "(fim-desktop enable to install it)")
     return 0
+
+
+def _desktop_of(ctx: Context, with_desktop: List[recipes.Recipe]) -> Optional[Tuple[str, Any]]:
+    """The desktop data of the recipes, as fim-desktop setup takes it (the last in
+    dependency order wins: the recipe asked for, after what it needs), checked. Its
+    JSON is written beside the cached recipe, so a relative icon path names a file
+    there; an icon is usually a URL."""
+    if not with_desktop:
+        return None
+    import json
+
+    from fim.runtime.desktop import setup
+
+    recipe = with_desktop[-1]
+    path = recipes.cache_path(ctx.paths.dir_data, distribution(ctx), recipe.name)
+    path = path[:-len(".json")] + ".desktop.json"
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(recipe.desktop, f)
+    ctx.image.check_writable()
+    return recipe.name, setup.load(path)
 
 
 def main(ctx: Context, args: List[str]) -> int:
