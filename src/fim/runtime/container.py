@@ -75,6 +75,17 @@ def _not_started(branches: Sequence[str], program: str) -> int:
     return 1 if os.stat(found).st_mode & 0o111 else EXIT_CANNOT_EXECUTE
 
 
+def _make_home(upper: str, home: str) -> None:
+    """The container's home, made in the upper directory before bubblewrap runs: made
+    by bubblewrap (--dir) in many instances starting at once, the kernel overlay
+    answered one of them ENOTEMPTY and it never started. Best effort: a marker of a
+    deleted home, or a file there, is left for bubblewrap to report as before."""
+    try:
+        os.makedirs(os.path.join(upper, home.lstrip("/")), exist_ok=True)
+    except OSError:
+        pass
+
+
 def _report_grant(cfg: Config, granted: permissions.Grant, env: Mapping[str, str]) -> None:
     """FIM_DEBUG: the permissions granted, what each bind made, the fim-bind entries."""
     names = PERMISSIONS.named(cfg.permissions)
@@ -152,6 +163,8 @@ def _attempt(cfg: Config, backend: overlays.Backend, lowers: Sequence[str],
         if shell:
             program = [ident.shell] + list(program)
         passwd, group = identity.write_files(ident, root.branches, paths.dir_instance)
+        if granted.home is None:
+            _make_home(spec.upper, ident.home)
         rc_args: List[str] = []
         if "PS1" in wanted and identity.is_bare_bash(program):
             # The image's prompt: bash's own start-up files, then PS1 (they set theirs).

@@ -36,7 +36,9 @@ def loads(text: str) -> Any:
     start = len(text) - len(text.lstrip(_WHITESPACE))
     try:
         value, end = scan(text, start)
-    except StopIteration:
+    except (StopIteration, SystemError):
+        # SystemError: the C scanner, cut off inside a string (`{"`), may return NULL
+        # with no exception set instead of raising JSONDecodeError.
         raise ValueError(f"Expecting value at {start}") from None
     if text[end:].strip(_WHITESPACE):
         raise ValueError(f"Extra data at {end}")
