@@ -9,6 +9,7 @@ place (a tar file's members by name), never unpacked to disk.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 import os
@@ -90,20 +91,20 @@ def parse(text: str) -> Optional[Spec]:
     raise FimError(f"Image source '{rest}' does not exist")
 
 
-class Store:
+class Store(abc.ABC):
     """The files of an image layout: a directory, or the members of a tar archive."""
 
-    def open(self, name: str) -> IO[bytes]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def open(self, name: str) -> IO[bytes]: ...
 
-    def exists(self, name: str) -> bool:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def exists(self, name: str) -> bool: ...
 
-    def size(self, name: str) -> int:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def size(self, name: str) -> int: ...
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - a directory has nothing to close
+        return None
 
 
 def _clean(name: str) -> Optional[str]:
