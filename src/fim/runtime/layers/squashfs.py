@@ -31,7 +31,17 @@ def fs_size(head: bytes) -> Optional[int]:
 
 
 def mount_argv(tool: Sequence[str], path: str, offset: int, mountpoint: str) -> List[str]:
-    return [*tool, "-o", f"offset={offset}", path, mountpoint]
+    # `ro`: on a writable FUSE mount every read marks the file's atime stale, so the
+    # next fstat of it is a round trip to the daemon (136 of them in one start of
+    # python3 on a kept mount); on a read-only one the kernel keeps the attributes.
+    options = f"ro,offset={offset}"
+    if not tool[-1].endswith("_ll"):
+        # The high-level squashfuse caches nothing in the kernel unless told to; a
+        # layer never changes while mounted (python3 on Debian: 0.63 s cold, 0.25 s
+        # again, against 0.47 s and 0.19 s with these).
+        options += (",kernel_cache,entry_timeout=86400,attr_timeout=86400"
+                    ",negative_timeout=86400")
+    return [*tool, "-o", options, path, mountpoint]
 
 
 # FIM_COMPRESSION_LEVEL 0-9 onto zstd. Measured on a Debian minbase with python3
