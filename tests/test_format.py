@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import struct
 import subprocess
@@ -155,3 +156,49 @@ def test_foreign_version_is_refused(built_image: Path, tmp_path: Path) -> None:
     assert r.returncode == 125 and "version 9" in r.stderr and r.stderr.startswith("E::")
     r = _run_fim("inspect", str(img))
     assert r.returncode == 125 and "version 9" in r.stderr
+
+
+def test_build_takes_the_compression_level(built_image: Path, tmp_path: Path) -> None:
+    """`fim build` honours FIM_COMPRESSION_LEVEL as commit and create do: a bad value is
+    one line before anything is built, 0 and 9 give images that differ in size."""
+    rootfs = built_image.parent / "rootfs"
+    for bad in ("10", "high"):
+        out = tmp_path / f"bad-{bad}.flatimage"
+        r = subprocess.run([sys.executable, "-m", "fim", "build", str(rootfs), str(out)],
+                           capture_output=True, text=True,
+                           env=dict(os.environ, FIM_COMPRESSION_LEVEL=bad))
+        assert r.returncode == 125 and r.stderr.startswith("E::FIM_COMPRESSION_LEVEL"), r.stderr
+        assert r.stderr.count("\n") == 1 and not out.exists()
+    sizes = {}
+    for good in ("0", "9"):
+        out = tmp_path / f"level-{good}.flatimage"
+        r = subprocess.run([sys.executable, "-m", "fim", "build", str(rootfs), str(out)],
+                           capture_output=True, text=True,
+                           env=dict(os.environ, FIM_COMPRESSION_LEVEL=good))
+        assert (r.returncode, r.stderr) == (0, ""), r.stderr
+        fd = os.open(out, os.O_RDONLY)
+        try:
+            sizes[good] = sum(e.size for e in chain.scan(fd, header.read(str(out))).elements)
+        finally:
+            os.close(fd)
+        r = subprocess.run([str(out), "fim-exec", "true"],
+                           capture_output=True, text=True,
+                           env=dict(os.environ, FIM_DIR_DATA=str(tmp_path / f"data-{good}")))
+        assert r.returncode == 0, r.stderr
+    assert sizes["9"] < sizes["0"], sizes
+
+
+def test_build_shows_progress_on_a_terminal_only(built_image: Path, tmp_path: Path) -> None:
+    """On a terminal `fim build` draws mksquashfs's progress bar; in a script (the test
+    above) it writes nothing."""
+    rootfs = built_image.parent / "rootfs"
+    out = tmp_path / "tty.flatimage"
+    argv = [sys.executable, "-m", "fim", "build", str(rootfs), str(out)]
+    # script(1) gives the build a pseudo-terminal and copies what it drew to stdout;
+    # its terminal is 0 columns wide when ours is none, and mksquashfs draws its bar
+    # as wide as the terminal.
+    r = subprocess.run(["script", "-qec", "stty cols 80 rows 24; " + shlex.join(argv),
+                        "/dev/null"],
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0 and out.exists(), r.stdout + r.stderr
+    assert "100%" in r.stdout, r.stdout

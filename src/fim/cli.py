@@ -202,15 +202,17 @@ def main(argv: Optional[List[str]] = None) -> int:
                 rootfs.debian(args.dir, args.suite, args.include.split(","), args.mirror)
         elif args.command == "build":
             from fim.builder import image, oci
+            from fim.runtime.layers import compression_level
 
-            # Checked before anything is built: a bad file leaves no output.
+            # Checked before anything is built: a bad file or level leaves no output.
+            level = compression_level(os.environ)
             configure = _desktop(args.desktop) if args.desktop else None
             if oci.is_image(str(args.rootfs)):
                 oci.build(str(args.rootfs), args.output, args.name, args.embed, args.python,
-                          args.squash, _progress(), configure)
+                          args.squash, _progress(), configure, level)
             else:
                 image.build(args.rootfs, args.output, args.name, args.embed, args.python,
-                            configure)
+                            configure, level)
         elif args.command == "inspect":
             info = describe(str(args.image))
             if args.json:

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -51,13 +52,18 @@ def make_layer(source: Path, output: Path, level: int = DEFAULT_LEVEL) -> None:
     tool = shutil.which("mksquashfs") or "/usr/bin/mksquashfs"
     if not os.path.exists(tool):
         raise FimError("'mksquashfs' is required to build layers; install squashfs-tools")
-    argv = squashfs.create_argv([tool], str(source), str(output), level)
+    # A root filesystem of a GB compresses for minutes: on a terminal mksquashfs draws
+    # its progress bar there (its stdout on our stderr); in a script it says nothing.
+    progress = sys.stderr.isatty()
+    argv = squashfs.create_argv([tool], str(source), str(output), level, progress)
     if os.getuid() != 0:
         # Files a packager owns without being root are root's inside the image.
         argv.append("-all-root")
-    result = subprocess.run(argv, capture_output=True, text=True)
+    result = subprocess.run(argv, stdout=sys.stderr if progress else subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     if result.returncode != 0:
-        raise FimError(f"mksquashfs failed: {result.stderr.strip() or result.stdout.strip()}")
+        message = result.stderr.strip() or (result.stdout or "").strip()
+        raise FimError(f"mksquashfs failed: {message}")
 
 
 def _os_release(rootfs: Path) -> Dict[str, str]:
@@ -96,13 +102,13 @@ def default_shell(rootfs: Path) -> str:
 
 def build(rootfs: Path, output: Path, name: Optional[str] = None,
           embed: str = "all", python: str = "embed",
-          configure: Optional[Configure] = None) -> Header:
+          configure: Optional[Configure] = None, level: int = DEFAULT_LEVEL) -> Header:
     if not rootfs.is_dir():
         raise FimError(f"Root filesystem '{rootfs}' is not a directory")
     output = output.absolute()
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".fim-build-") as tmp:
         layer = Path(tmp) / "layer0.sqfs"
-        make_layer(rootfs, layer)
+        make_layer(rootfs, layer, level)
         info = {"distribution": distribution_label(rootfs), "dist": distribution_id(rootfs),
                 "shell": default_shell(rootfs)}
         return assemble(output, [layer], name, info, embed, python, configure)

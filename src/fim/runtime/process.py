@@ -18,16 +18,20 @@ if TYPE_CHECKING:
 
 
 def spawn(argv: Sequence[str], env: Mapping[str, str], log: Optional[str] = None,
-          append: bool = True) -> int:
+          append: bool = True, progress: bool = False) -> int:
     """Start `argv`; its pid. With `log`, stdin is /dev/null and stdout and stderr go
-    to that file (appended to, or truncated first); without, it shares ours."""
+    to that file (appended to, or truncated first), stdout to our stderr instead with
+    `progress` (a tool's progress bar on the terminal, its messages in the log);
+    without `log`, it shares ours."""
     actions: List[Tuple[object, ...]] = []
     if log is not None:
         mode = os.O_APPEND if append else os.O_TRUNC
         actions = [
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, 2, 1) if progress else
             (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT | mode, 0o644),
-            (os.POSIX_SPAWN_DUP2, 1, 2),
+            (os.POSIX_SPAWN_OPEN, 2, log, os.O_WRONLY | os.O_CREAT | mode, 0o644)
+            if progress else (os.POSIX_SPAWN_DUP2, 1, 2),
         ]
     try:
         return os.posix_spawn(argv[0], list(argv), dict(env), file_actions=actions,
@@ -110,8 +114,8 @@ def reap(block: bool) -> Optional[Tuple[int, int]]:
 
 
 def run(argv: Sequence[str], env: Mapping[str, str], log: Optional[str] = None,
-        append: bool = True) -> int:
-    return wait(spawn(argv, env, log, append))
+        append: bool = True, progress: bool = False) -> int:
+    return wait(spawn(argv, env, log, append, progress))
 
 
 def fork(child: Callable[[], int]) -> int:

@@ -170,7 +170,7 @@ def _size(n: int) -> str:
 def build(text: str, output: Path, name: Optional[str] = None, embed: str = "all",
           python: str = "embed", squash: bool = False,
           report: Report = lambda _text, _done: None,
-          extra: Optional[assembly.Configure] = None) -> Header:
+          extra: Optional[assembly.Configure] = None, level: int = DEFAULT_LEVEL) -> Header:
     spec = source.parse(text)
     if spec is None:
         raise FimError(f"'{text}' is not an image source (oci:, oci-archive:, docker-archive:)")
@@ -180,6 +180,7 @@ def build(text: str, output: Path, name: Optional[str] = None, embed: str = "all
         img = source.resolve(spec, store, text)
         with tempfile.TemporaryDirectory(dir=output.parent, prefix=".fim-oci-") as tmp:
             run = _Build(text, store, img, report, Path(tmp))
+            run.level = level
             layers = run.layers(squash)
             applied = imageconfig.apply(img.config, run.tree, run.read)
             for line in applied.warnings:

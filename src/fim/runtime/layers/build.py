@@ -22,8 +22,11 @@ def create(source: str, output: str, level: int, runtime_dir: str,
     and fsynced. Deletion markers (0/0 devices, opaque xattrs), links, modes, owners
     and xattrs are kept as they are."""
     tool = tools.require(runtime_dir, squashfs.CREATE_TOOL, environ, "to create layers")
-    argv = squashfs.create_argv(tool, source, output, level)
-    if process.run(argv, environ, log, append=False) != 0:
+    # A commit of a large install compresses for minutes: on a terminal mksquashfs's
+    # progress bar shows how far it is; in a script nothing but the log is written.
+    progress = os.isatty(2)
+    argv = squashfs.create_argv(tool, source, output, level, progress)
+    if process.run(argv, environ, log, append=False, progress=progress) != 0:
         try:
             with open(log, encoding="utf-8", errors="replace") as f:
                 lines = [ln for ln in f.read().splitlines() if ln.strip()]

@@ -27,5 +27,7 @@ def mount_argv(tool: Sequence[str], path: str, offset: int, mountpoint: str) -> 
     return [*tool, path, mountpoint, "-o", f"offset={offset}"]
 
 
-def create_argv(tool: Sequence[str], source: str, output: str, level: int) -> List[str]:
-    return [*tool, "-i", source, "-o", output, "-l", str(min(level, 9)), "--no-progress"]
+def create_argv(tool: Sequence[str], source: str, output: str, level: int,
+                progress: bool = False) -> List[str]:
+    return [*tool, "-i", source, "-o", output, "-l", str(min(level, 9)),
+            *(() if progress else ("--no-progress",))]

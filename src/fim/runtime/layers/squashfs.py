@@ -55,11 +55,14 @@ def zstd_level(level: int) -> int:
     return ZSTD_LEVELS[level]
 
 
-def create_argv(tool: Sequence[str], source: str, output: str, level: int) -> List[str]:
+def create_argv(tool: Sequence[str], source: str, output: str, level: int,
+                progress: bool = False) -> List[str]:
+    """mksquashfs's argv; with `progress` it draws its progress bar on its stdout
+    (which the caller points at a terminal), else it says nothing but errors."""
     return [
         *tool, source, output,
         "-comp", "zstd", "-Xcompression-level", str(zstd_level(level)),
         # 256 KiB blocks: a small file costs the decompression of its fragment block,
         # 256 KiB instead of 1 MiB, for 8% more bytes than 1 MiB (docs/appstart.md).
-        "-b", "256K", "-noappend", "-quiet", "-no-progress",
+        "-b", "256K", "-noappend", "-quiet", *(() if progress else ("-no-progress",)),
     ]
