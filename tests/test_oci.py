@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Dict, FrozenSet, Iterator, List, Optional, Set, Tuple
 
 import pytest
-from conftest import Runner, fim
+from conftest import BUILD_ENV, Runner, fim
 
 TOOLS = ("podman", "skopeo", "umoci")
 # Mounted or written by the sandbox, not part of the image: compared nowhere.
@@ -389,10 +389,10 @@ def build(runner: Runner, source: str, out: Path, *extra: str) -> subprocess.Com
     argv = ["-m", "fim", "build", source, str(out), "--embed", "bwrap", "--python", "none",
             *extra]
     if runner.user is None:
-        return runner.run([sys.executable, *argv], timeout=600)
+        return runner.run([sys.executable, *argv], timeout=600, env=BUILD_ENV)
     # The same interpreter, run as the test user on a readable copy of the builder.
     return runner.run([os.path.realpath(sys.executable), *argv], timeout=600,
-                      env={"PYTHONPATH": _builder_for_everyone()})
+                      env={**BUILD_ENV, "PYTHONPATH": _builder_for_everyone()})
 
 
 def check_against_umoci(runner: Runner, workdir: Path, fx: Fixtures, source: str,

@@ -188,7 +188,7 @@ def test_simultaneous_first_claims_never_conflict(tmp_path: Path) -> None:
     upper.mkdir()
     state = str(tmp_path / "overlay.state")
     ctx = multiprocessing.get_context("fork")
-    for name in ("BWRAP", "UNIONFS", "OVERLAYFS") * 4:
+    for name in ("BWRAP", "UNIONFS", "OVERLAYFS") * 2:
         ready = ctx.Barrier(24)
         procs = [ctx.Process(target=_exit_with, args=(state, str(upper), name, ready))
                  for _ in range(24)]
