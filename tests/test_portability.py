@@ -49,6 +49,9 @@ def _bwrap_copy(into: Path) -> str:
 
 SCENARIO = """set -e
 cd /work
+# The keeper outlives the last run by FIM_KEEP seconds (60 by default), and this
+# host, a pid namespace of its own, ends only when its last process has.
+export FIM_KEEP=2
 for o in bwrap overlayfs unionfs; do
   FIM_OVERLAY=$o ./app.flatimage fim-exec sh -c "echo $o > /opt/$o; cat /opt/$o"
 done
