@@ -26,13 +26,12 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], log: Optional[str] = None
     actions: List[Tuple[object, ...]] = []
     if log is not None:
         mode = os.O_APPEND if append else os.O_TRUNC
-        actions = [
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_DUP2, 2, 1) if progress else
-            (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT | mode, 0o644),
-            (os.POSIX_SPAWN_OPEN, 2, log, os.O_WRONLY | os.O_CREAT | mode, 0o644)
-            if progress else (os.POSIX_SPAWN_DUP2, 1, 2),
-        ]
+        to_log = (os.O_WRONLY | os.O_CREAT | mode, 0o644)
+        actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
+        if progress:
+            actions += [(os.POSIX_SPAWN_DUP2, 2, 1), (os.POSIX_SPAWN_OPEN, 2, log, *to_log)]
+        else:
+            actions += [(os.POSIX_SPAWN_OPEN, 1, log, *to_log), (os.POSIX_SPAWN_DUP2, 1, 2)]
     try:
         return os.posix_spawn(argv[0], list(argv), dict(env), file_actions=actions,
                               setsigdef=_defaults())

@@ -87,7 +87,7 @@ class _Build:
     """The state of one build from an image source."""
 
     def __init__(self, label: str, store: source.Store, img: source.Image, report: Report,
-                 tmp: Path) -> None:
+                 tmp: Path, level: int) -> None:
         self.label = label
         self.store = store
         self.img = img
@@ -97,7 +97,7 @@ class _Build:
         self.captured: Dict[Tuple[int, int], bytes] = {}
         self.skipped: List[str] = []
         self.tool = mksquashfs()
-        self.level = DEFAULT_LEVEL
+        self.level = level
         self.total = len(img.layers)
 
     def stream(self, number: int, phase: str = "") -> blob.LayerStream:
@@ -179,8 +179,7 @@ def build(text: str, output: Path, name: Optional[str] = None, embed: str = "all
     try:
         img = source.resolve(spec, store, text)
         with tempfile.TemporaryDirectory(dir=output.parent, prefix=".fim-oci-") as tmp:
-            run = _Build(text, store, img, report, Path(tmp))
-            run.level = level
+            run = _Build(text, store, img, report, Path(tmp), level)
             layers = run.layers(squash)
             applied = imageconfig.apply(img.config, run.tree, run.read)
             for line in applied.warnings:
