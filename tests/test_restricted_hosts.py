@@ -506,9 +506,23 @@ def test_fallback_next_run_sweeps_what_a_killed_watcher_left(image: Path, runner
     watcher = [p for p in children(launcher)
                if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"app.flatimage fim-fallback")]
     assert len(watcher) == 1, children(launcher)
+    # The launcher is stopped first: between the two kills it would see its watcher
+    # die and unwind its own mounts, and nothing would be left to sweep. Its parent
+    # (runuser for the ordinary user) stops itself on seeing it stop, at a moment of
+    # its own: woken until the run has ended.
+    parent = int(Path(f"/proc/{launcher}/stat").read_bytes().rsplit(b")", 1)[1].split()[1])
+    os.kill(launcher, signal.SIGSTOP)
     os.kill(watcher[0], signal.SIGKILL)
     os.kill(launcher, signal.SIGKILL)
-    proc.wait(timeout=30)  # type: ignore[attr-defined]
+
+    def ended() -> bool:
+        try:
+            os.kill(parent, signal.SIGCONT)
+        except ProcessLookupError:
+            pass  # it has ended
+        return proc.poll() is not None  # type: ignore[attr-defined]
+
+    assert wait_for(ended), "the run did not end"
     time.sleep(0.5)
     assert mounts_under(base) and marked(base), "nothing was left to sweep"
     r = restricted(runner, refused_for(runner), [str(image), "fim-exec", "true"], env=FALLBACK)
