@@ -313,10 +313,11 @@ def test_sigkill_of_an_instance_leaves_the_keeper_only(kept: Path, runner: Runne
     wait_gone(image, pids, seconds=15)
 
 
-def test_commit_while_kept(kept: Path, runner: Runner) -> None:
+@pytest.mark.parametrize("backend", ["bwrap", "overlayfs"])
+def test_commit_while_kept(kept: Path, runner: Runner, backend: str) -> None:
     image = kept
     r = run(runner, image, "fim-root", "sh", "-c", "echo a > /opt/a; rm /opt/base/del",
-            FIM_OVERLAY="overlayfs")
+            FIM_OVERLAY=backend)
     assert r.returncode == 0, r.stderr
     pids = listed_keepers(runner, image)
     assert len(pids) == 1
@@ -326,8 +327,57 @@ def test_commit_while_kept(kept: Path, runner: Runner) -> None:
     assert list(upper.iterdir()) == []
     wait_gone(image, pids, seconds=10)
     r = run(runner, image, "fim-exec", "sh", "-c", "cat /opt/a; ls /opt/base",
-            FIM_OVERLAY="overlayfs")
+            FIM_OVERLAY=backend)
     assert r.stdout.split() == ["a", "keep", "over", "ren", "tree"], r.stderr
+
+
+ROOT_MOUNT = "awk '$5 == \"/\" { sub(/.* - /, \"\"); print }' /proc/self/mountinfo"
+
+
+def test_the_kernel_overlay_is_kept_for_its_instances(kept: Path, runner: Runner) -> None:
+    """BWRAP: the keeper mounts the kernel overlay once and its instances share it (its
+    caches too), where each unkept launch has bubblewrap mount one of its own."""
+    image = kept
+    roots = [run(runner, image, "fim-exec", "sh", "-c", ROOT_MOUNT, FIM_OVERLAY="bwrap")
+             for _ in range(2)]
+    assert [r.returncode for r in roots] == [0, 0], roots[0].stderr
+    assert roots[0].stdout.startswith("overlay overlay "), roots[0].stdout
+    assert roots[0].stdout == roots[1].stdout, (roots[0].stdout, roots[1].stdout)
+    assert keeper_of(roots[1]) == f"reused {pid_of(roots[0])}", roots[1].stderr
+    # One overlay for all: a file made by one instance is seen at once by another that
+    # looked for it before (a second overlay of the same upper dir keeps its miss).
+    env = {**os.environ, "FIM_KEEP": KEEP, "FIM_OVERLAY": "bwrap"}
+    reader = runner.popen([str(image), "fim-exec", "sh", "-c",
+                           "cat /opt/later 2>/dev/null; touch /tmp/looked; "
+                           "while [ ! -e /opt/ready ]; do sleep 0.1; done; cat /opt/later"],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          stdin=subprocess.DEVNULL)
+    try:
+        wait_running(runner, image)
+        time.sleep(0.5)
+        w = run(runner, image, "fim-exec", "sh", "-c", "echo later > /opt/later; touch /opt/ready",
+                FIM_OVERLAY="bwrap")
+        assert w.returncode == 0, w.stderr
+        out, err = reader.communicate(timeout=30)
+    finally:
+        reader.kill()
+    assert (reader.returncode, out) == (0, "later\n"), err
+    # Unkept, each launch has its own: bubblewrap's, with its own work dir.
+    off = [runner.run([str(image), "fim-exec", "sh", "-c", ROOT_MOUNT],
+                      env={"FIM_KEEP": "0", "FIM_OVERLAY": "bwrap"}) for _ in range(2)]
+    assert off[0].stdout.startswith("overlay overlay ") and off[0].stdout != off[1].stdout, off
+
+
+def test_off_ends_an_idle_keeper(kept: Path, runner: Runner) -> None:
+    """A launch with keeping off ends the idle keeper, whose claim on the upper dir would
+    refuse it another backend's form."""
+    image = kept
+    first = run(runner, image, "fim-exec", "sh", "-c", "echo b > /opt/b", FIM_OVERLAY="bwrap")
+    assert first.returncode == 0, first.stderr
+    r = runner.run([str(image), "fim-exec", "cat", "/opt/b"],
+                   env={"FIM_KEEP": "0", "FIM_OVERLAY": "unionfs"})
+    assert (r.returncode, r.stdout) == (0, "b\n"), r.stderr
+    wait_not_keeper(pid_of(first), seconds=2)
 
 
 def test_concurrent_first_launches_start_one_keeper(kept: Path, runner: Runner) -> None:

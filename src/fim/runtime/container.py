@@ -76,7 +76,8 @@ def _not_started(branches: Sequence[str], program: str) -> int:
 
 
 def _make_home(upper: str, home: str) -> None:
-    """The container's home, made in the upper directory before bubblewrap runs: made
+    """The container's home, made in the upper directory (or through the kept root)
+    before bubblewrap runs: made
     by bubblewrap (--dir) in many instances starting at once, the kernel overlay
     answered one of them ENOTEMPTY and it never started. Best effort: a marker of a
     deleted home, or a file there, is left for bubblewrap to report as before."""
@@ -147,10 +148,11 @@ def _attempt(cfg: Config, backend: overlays.Backend, lowers: Sequence[str],
     if not overlays.implementation(backend).fits(spec):
         return _REFUSED  # known before anything starts: no failed attempt to show
     with Stack() as stack:
-        if kept is not None and kept.root is not None and backend is cfg.backend:
+        held = kept.root if kept is not None and backend is cfg.backend else None
+        if held is not None:
             # The keeper holds this root; the instance shares its claim on the upper dir.
             upperdir.claim(stack, paths.state_file, paths.dir_upper, backend, lowers)
-            root = kept.root
+            root = held
         else:
             root = writable.build(stack, cfg, backend, spec)
         from fim.runtime import portal
@@ -164,7 +166,9 @@ def _attempt(cfg: Config, backend: overlays.Backend, lowers: Sequence[str],
             program = [ident.shell] + list(program)
         passwd, group = identity.write_files(ident, root.branches, paths.dir_instance)
         if granted.home is None:
-            _make_home(spec.upper, ident.home)
+            # Through a kept root, not beside it: its overlay serves other instances
+            # and would not see a directory made in its upper dir underneath it.
+            _make_home(held.merged if held and held.merged else spec.upper, ident.home)
         rc_args: List[str] = []
         if "PS1" in wanted and identity.is_bare_bash(program):
             # The image's prompt: bash's own start-up files, then PS1 (they set theirs).
@@ -322,10 +326,14 @@ def _run(stack: Stack, cfg: Config, program: Sequence[str], as_root: bool,
         # Here, before any namespace: its calls run on the host as the caller.
         portal.start(stack, paths, env, cfg.exit_grace)
     kept = None
-    if cfg.keep > 0:
-        from fim.runtime import keeper
+    from fim.runtime import keeper
 
+    if cfg.keep > 0:
         kept = keeper.join(cfg, as_root, env)
+    else:
+        # Keeping is off: an idle keeper of the image ends rather than hold on to the
+        # upper dir (its claim would refuse this run another backend's form).
+        keeper.retire(cfg.paths)
     if kept is not None:
         ids = kept.ids
     else:

@@ -31,9 +31,14 @@ class Stack:
     def close(self) -> None:
         """Undo everything, newest first. Every call runs; the first failure is raised
         once all have run."""
+        self.unwind_to(0)
+
+    def unwind_to(self, depth: int) -> None:
+        """Undo what was pushed since the stack held `depth` entries (its len then),
+        newest first, as `close` does: an attempt given up, the rest kept."""
         first: Optional[BaseException] = None
         undo = self._undo
-        while undo:
+        while len(undo) > depth:
             call, args = undo.pop()
             try:
                 call(*args)

@@ -9,7 +9,7 @@ from fim.runtime.overlays import upperdir
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Mapping, Sequence
+    from typing import Mapping, Optional, Sequence
 
     from fim.runtime.config import Config
     from fim.runtime.unwind import Stack
@@ -30,9 +30,27 @@ def build(stack: Stack, cfg: Config, backend: overlays.Backend,
     view on top when casefold is on; the upper dir claimed for as long as `stack` lives."""
     paths = cfg.paths
     upperdir.claim(stack, paths.state_file, paths.dir_upper, backend, spec.lowers)
-    root: overlays.Root = overlays.implementation(backend).build(stack, spec)
-    if cfg.casefold:
-        from fim.runtime.casefold import view
+    return _viewed(stack, cfg, overlays.implementation(backend).build(stack, spec))
 
-        root = view.stack_on(stack, root, paths.dir_casefold)
-    return root
+
+def keep(stack: Stack, cfg: Config, spec: overlays.RootSpec) -> Optional[overlays.Root]:
+    """The root a keeper holds for its instances (build's, for the backend's `keep`);
+    None when the backend cannot hold one, with nothing of the attempt left: not
+    even the claim on the upper dir, which the instances' fallback may need."""
+    paths = cfg.paths
+    depth = len(stack)
+    upperdir.claim(stack, paths.state_file, paths.dir_upper, cfg.backend, spec.lowers)
+    root: Optional[overlays.Root] = overlays.implementation(cfg.backend).keep(stack, spec)
+    if root is None:
+        stack.unwind_to(depth)
+        return None
+    return _viewed(stack, cfg, root)
+
+
+def _viewed(stack: Stack, cfg: Config, root: overlays.Root) -> overlays.Root:
+    """`root` with the case-insensitive view on top when casefold is on."""
+    if not cfg.casefold:
+        return root
+    from fim.runtime.casefold import view
+
+    return view.stack_on(stack, root, cfg.paths.dir_casefold)

@@ -2,8 +2,9 @@
 reuses them and their caches instead of starting every FUSE daemon cold.
 
 One keeper per image and user: a process with its own (user,) mount and PID
-namespaces that mounts the layers (and, for the FUSE backends, the overlay and
-the case-insensitive view) exactly as an instance would, then waits on a Unix
+namespaces that mounts the layers and the writable root (the FUSE overlay with
+the case-insensitive view, or the kernel overlay bubblewrap would mount for each
+instance) as an instance would, then waits on a Unix
 socket in the runtime's directory (`{FIM_DIR_APP}/keeper/`, the caller's own). A
 launch asks it for the mounts of its *key* (`key()`: the image file's identity
 and place, every layer file's identity, the backend, casefold, the ids mapped); a
@@ -57,7 +58,7 @@ _RETIRE_WAIT = 10.0
 @dataclass(frozen=True)
 class Kept:
     """What an instance uses of a keeper: its namespaces' process, the ids they map,
-    the layers' mount points and, for a FUSE backend, the root it holds."""
+    the layers' mount points and the root it holds (None: each instance makes its own)."""
 
     pid: int
     ids: str
@@ -271,7 +272,8 @@ def _enter(pid: int, uid: int) -> None:
 
 def retire(paths: Paths) -> None:
     """Have the image's keeper end once no instance uses it, and wait for an idle one
-    to be gone: before a commit clears the upper dir a FUSE overlay of it holds."""
+    to be gone: before a commit clears the upper dir the keeper's overlay holds, and
+    when keeping is off."""
     lock, sock = where(paths)
     if not os.path.exists(sock):
         return

@@ -107,10 +107,8 @@ def _serve(cfg: Config, environ: Mapping[str, str], key: Sequence[str], ids: str
             held: List[socket.socket] = []  # closed last (pushed first): after every unmount
             stack.push(_close_all, held)
             lowers = mount_all(stack, cfg.layers, cfg.paths, environ, cfg.debug)
-            root: Optional[Root] = None
-            if cfg.backend.tool:  # a FUSE overlay: it is kept too, with casefold's view
-                spec = writable.spec(cfg, lowers, environ)
-                root = writable.build(stack, cfg, cfg.backend, spec)
+            # The root too, with casefold's view: a FUSE overlay, or the kernel's.
+            root = writable.keep(stack, cfg, writable.spec(cfg, lowers, environ))
             listener = _listen(stack, sock)
             reply = _reply(ids, lowers, root)
             os.write(ready, READY)

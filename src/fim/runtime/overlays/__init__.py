@@ -14,7 +14,12 @@ module (`overlays.<module>`) makes the writable root:
     fits(spec: RootSpec) -> bool
         asked before anything starts: whether the root can be made at all (the
         kernel overlay's options must fit one page); if not, the run goes to the
-        fallback backend as after a refusal.
+        fallback backend as after a refusal;
+    keep(stack, spec: RootSpec) -> Optional[Root]
+        the root a keeper holds for the instances it serves, mounted once (the
+        FUSE backends' root as `build` makes it; the kernel overlay, which
+        bubblewrap would otherwise mount afresh for each instance); None when it
+        cannot be held, and each instance builds its own.
 
 Adding a backend is one module and one record in BACKENDS.
 """

@@ -7,7 +7,7 @@ from fim.runtime.overlays import OVERLAYFS, Root, alternatives
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List, Sequence
+    from typing import List, Optional, Sequence
 
     from fim.runtime.overlays import RootSpec
     from fim.runtime.unwind import Stack
@@ -30,6 +30,10 @@ def build(stack: Stack, spec: RootSpec) -> Root:
     merged = mounts.fuse(stack, argv, spec.environ, f"{spec.logs}/{TOOL}.log", spec.mountpoint,
                          f"the {OVERLAYFS.name} overlay")
     return Root(["--bind", merged, "/"], [merged], merged)
+
+
+def keep(stack: Stack, spec: RootSpec) -> Optional[Root]:
+    return build(stack, spec)  # a mounted root already: the keeper holds it as it is
 
 
 def fits(spec: RootSpec) -> bool:

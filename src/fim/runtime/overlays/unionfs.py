@@ -19,7 +19,7 @@ from fim.runtime.overlays import UNIONFS, Root, alternatives, whiteouts
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List, Sequence, Tuple
+    from typing import List, Optional, Sequence, Tuple
 
     from fim.runtime.layers import Layer
     from fim.runtime.overlays import RootSpec
@@ -98,6 +98,10 @@ def build(stack: Stack, spec: RootSpec) -> Root:
     merged = mounts.fuse(stack, argv, spec.environ, f"{spec.logs}/{TOOL}.log", spec.mountpoint,
                          f"the {UNIONFS.name} overlay")
     return Root(["--bind", merged, "/"], [merged], merged)
+
+
+def keep(stack: Stack, spec: RootSpec) -> Optional[Root]:
+    return build(stack, spec)  # a mounted root already: the keeper holds it as it is
 
 
 def fits(spec: RootSpec) -> bool:
