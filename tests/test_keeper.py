@@ -368,6 +368,35 @@ def test_the_kernel_overlay_is_kept_for_its_instances(kept: Path, runner: Runner
     assert off[0].stdout.startswith("overlay overlay ") and off[0].stdout != off[1].stdout, off
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_instances_of_a_keeper_see_each_others_changes(kept: Path, runner: Runner,
+                                                       backend: str) -> None:
+    """What one instance changes through the kept root, another one running on it sees
+    at once, though it read the same files before: no stale entry, data or miss."""
+    image = kept
+    setup = run(runner, image, "fim-exec", "sh", "-c",
+                "echo a long first line > /opt/edit; echo gone > /opt/gone", FIM_OVERLAY=backend)
+    assert setup.returncode == 0, setup.stderr
+    env = {**os.environ, "FIM_KEEP": KEEP, "FIM_OVERLAY": backend}
+    look = "cat /opt/edit /opt/gone /opt/base/keep; cat /opt/made 2>/dev/null; ls /opt"
+    reader = runner.popen([str(image), "fim-exec", "sh", "-c",
+                           f"{{ {look}; }} >/dev/null 2>&1; while [ ! -e /opt/ready ]; do sleep 0.1; done; "
+                           f"{look}"],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          stdin=subprocess.DEVNULL)
+    try:
+        wait_running(runner, image)
+        time.sleep(0.5)
+        w = run(runner, image, "fim-exec", "sh", "-c",
+                "echo short > /opt/edit; rm /opt/gone /opt/base/keep; echo made > /opt/made; "
+                "touch /opt/ready", FIM_OVERLAY=backend)
+        assert w.returncode == 0, w.stderr
+        out, err = reader.communicate(timeout=30)
+    finally:
+        reader.kill()
+    assert out.split() == ["short", "made", "base", "edit", "made", "ready"], (out, err)
+
+
 def test_off_ends_an_idle_keeper(kept: Path, runner: Runner) -> None:
     """A launch with keeping off ends the idle keeper, whose claim on the upper dir would
     refuse it another backend's form."""

@@ -70,6 +70,10 @@ def test_fuse_command_lines() -> None:
         "fo", "-o", "lowerdir=/a:/b,upperdir=/u,workdir=/w", "/m"]
     assert unionfs.mount_argv(["un"], ["/a", "/b"], "/u", "/m") == [
         "un", "-o", "cow,hide_meta_files", "/u=RW:/a=RO:/b=RO", "/m"]
+    # The keeper's, shared by its instances: the kernel caches for a day.
+    shared = unionfs.mount_argv(["un"], ["/a"], "/u", "/m", shared=True)
+    assert shared[2] == ("cow,hide_meta_files,entry_timeout=86400,attr_timeout=86400,"
+                         "negative_timeout=86400,auto_cache"), shared
 
 
 def test_layer_formats_are_found_by_their_module_magic(tmp_path: object) -> None:

@@ -28,11 +28,22 @@ if TYPE_CHECKING:
 TOOL = "unionfs"
 
 
+# For a root every instance shares (the keeper's): the kernel keeps entries, misses,
+# attributes and file data for a day instead of libfuse's second (entries and
+# attributes) and none (misses, data), so a relaunch seconds later does not ask the
+# daemon for each again. Every change goes through this one mount, which keeps
+# those caches right; auto_cache still drops a file's data at open when the daemon
+# sees it changed underneath. A root of its own keeps libfuse's defaults: another
+# instance's root on the same upper dir may change it, and it would go unseen.
+SHARED = "entry_timeout=86400,attr_timeout=86400,negative_timeout=86400,auto_cache"
+
+
 def mount_argv(tool: Sequence[str], branches_top_first: Sequence[str], upper: str,
-               mountpoint: str) -> List[str]:
+               mountpoint: str, shared: bool = False) -> List[str]:
     branches = [f"{upper}=RW"] + [f"{b}=RO" for b in branches_top_first]
     # hide_meta_files: its .unionfs-fuse bookkeeping never shows in the container.
-    return [*tool, "-o", "cow,hide_meta_files", ":".join(branches), mountpoint]
+    options = "cow,hide_meta_files" + (f",{SHARED}" if shared else "")
+    return [*tool, "-o", options, ":".join(branches), mountpoint]
 
 
 def cache_key(layer: Layer) -> str:
@@ -89,19 +100,19 @@ def branches(layers_top_first: Sequence[Tuple[str, str]], cache_dir: str,
     return result
 
 
-def build(stack: Stack, spec: RootSpec) -> Root:
+def build(stack: Stack, spec: RootSpec, shared: bool = False) -> Root:
     tool = tools.require(spec.runtime, TOOL, spec.environ, f"for the {UNIONFS.name} overlay",
                          alternatives(UNIONFS))
     keys = [cache_key(layer) for layer in reversed(spec.layers)]
     ro = branches(list(zip(keys, spec.lowers)), spec.cache, os.path.join(spec.scratch, "unionfs"))
-    argv = mount_argv(tool, ro, spec.upper, spec.mountpoint)
+    argv = mount_argv(tool, ro, spec.upper, spec.mountpoint, shared)
     merged = mounts.fuse(stack, argv, spec.environ, f"{spec.logs}/{TOOL}.log", spec.mountpoint,
                          f"the {UNIONFS.name} overlay")
     return Root(["--bind", merged, "/"], [merged], merged)
 
 
 def keep(stack: Stack, spec: RootSpec) -> Optional[Root]:
-    return build(stack, spec)  # a mounted root already: the keeper holds it as it is
+    return build(stack, spec, shared=True)
 
 
 def fits(spec: RootSpec) -> bool:
