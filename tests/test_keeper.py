@@ -380,8 +380,8 @@ def test_instances_of_a_keeper_see_each_others_changes(kept: Path, runner: Runne
     env = {**os.environ, "FIM_KEEP": KEEP, "FIM_OVERLAY": backend}
     look = "cat /opt/edit /opt/gone /opt/base/keep; cat /opt/made 2>/dev/null; ls /opt"
     reader = runner.popen([str(image), "fim-exec", "sh", "-c",
-                           f"{{ {look}; }} >/dev/null 2>&1; while [ ! -e /opt/ready ]; do sleep 0.1; done; "
-                           f"{look}"],
+                           f"{{ {look}; }} >/dev/null 2>&1; "
+                           f"while [ ! -e /opt/ready ]; do sleep 0.1; done; {look}"],
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           stdin=subprocess.DEVNULL)
     try:
