@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -50,6 +51,12 @@ def main() -> int:
         subprocess.run(fim + ["rootfs", "busybox", str(base / "rootfs")], check=True)
         image = base / "app.flatimage"
         subprocess.run(fim + ["build", str(base / "rootfs"), str(image)], check=True)
+        # The kept side runs its own copy (own data dir, own keeper): a launch with
+        # FIM_KEEP=0 retires the idle keeper of its image, so the cold side would
+        # otherwise make every kept launch start a keeper afresh.
+        kept = base / "kept" / "app.flatimage"
+        kept.parent.mkdir()
+        shutil.copy2(image, kept)
         uid, gid, user = os.getuid(), os.getgid(), "root"
         wrap: List[str] = []
         if args.user:
@@ -73,7 +80,7 @@ def main() -> int:
             # Cold, as the floor: every layer mounted by this launch.
             "fim": wrap + ["env", "FIM_KEEP=0", str(image), "fim-exec", "true"],
             # Relaunched: the keeper's mounts reused (docs/appstart.md).
-            "fim, kept mounts": wrap + [str(image), "fim-exec", "true"],
+            "fim, kept mounts": wrap + [str(kept), "fim-exec", "true"],
             "floor": wrap + [str(script)],
             "python -I -S -c pass": wrap + python,
         }
