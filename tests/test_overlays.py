@@ -56,6 +56,18 @@ def test_mutations_in_the_same_run_and_the_next(image: Path, runner: Runner,
     assert listing(run_in(runner, image, backend, READ, root=False)) == EXPECTED
 
 
+def test_fuse_overlayfs_reports_uncounted_directory_links(image: Path, runner: Runner) -> None:
+    # fuse-overlayfs runs with static_nlink (a counted link count cost a cold start
+    # round trips through every layer); the kernel overlay still counts, and find
+    # walks both trees alike (READ above).
+    script = "stat -c %h /opt/base/tree /opt/base/tree/x"
+    kernel = run_in(runner, image, "bwrap", script)
+    fuse = run_in(runner, image, "overlayfs", script)
+    assert kernel.returncode == 0 and fuse.returncode == 0, (kernel.stderr, fuse.stderr)
+    assert kernel.stdout.split() == ["3", "1"]
+    assert fuse.stdout.split() == ["1", "1"]
+
+
 @pytest.mark.parametrize("writer", BACKENDS)
 @pytest.mark.parametrize("reader", BACKENDS)
 def test_matrix_mutate_under_one_read_under_another(image: Path, runner: Runner, writer: str,

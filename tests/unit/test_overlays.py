@@ -67,7 +67,7 @@ def test_fuse_command_lines() -> None:
     from fim.runtime.overlays import fuse_overlayfs, unionfs
 
     assert fuse_overlayfs.mount_argv(["fo"], ["/a", "/b"], "/u", "/w", "/m") == [
-        "fo", "-o", "lowerdir=/a:/b,upperdir=/u,workdir=/w", "/m"]
+        "fo", "-o", "lowerdir=/a:/b,upperdir=/u,workdir=/w,static_nlink", "/m"]
     assert unionfs.mount_argv(["un"], ["/a", "/b"], "/u", "/m") == [
         "un", "-o", "cow,hide_meta_files", "/u=RW:/a=RO:/b=RO", "/m"]
     # The keeper's, shared by its instances: the kernel caches for a day.
