@@ -197,3 +197,29 @@ def test_simultaneous_first_claims_never_conflict(tmp_path: Path) -> None:
         for proc in procs:
             proc.join(30)
         assert [proc.exitcode for proc in procs] == [0] * len(procs), name
+
+
+def test_rootview_reads_opacity_only_above_something(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # The bottom branch hides nothing: its directories' xattrs are never read (on a
+    # layer each read is a FUSE round trip), the ones above it are.
+    branches = []
+    for name in ("upper", "l1", "l0"):
+        _tree(tmp_path / name, {f"etc/{name}": name})
+        branches.append(str(tmp_path / name))
+    asked = []
+    real = rootview.is_opaque
+
+    def counting(path: str) -> bool:
+        asked.append(os.path.relpath(path, tmp_path))
+        return real(path)
+
+    monkeypatch.setattr(rootview, "is_opaque", counting)
+    assert rootview.read_text(branches, "/etc/l0") == "l0"
+    assert asked == ["upper/etc", "l1/etc"]
+    asked.clear()
+    assert rootview.read_text(branches[2:], "/etc/l0") == "l0"
+    assert asked == []
+    os.setxattr(tmp_path / "l1" / "etc", whiteouts.OPAQUE, b"y")
+    assert rootview.read_text(branches, "/etc/l0") is None
+    assert rootview.read_text(branches, "/etc/l1") == "l1"

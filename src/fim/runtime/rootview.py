@@ -32,8 +32,11 @@ def _step(dirs: Sequence[str], name: str) -> Tuple[Optional[os.stat_result], Lis
         if not stat.S_ISDIR(st.st_mode):
             return st, [path]
         below: List[str] = [path]
-        if not is_opaque(path):
-            for lower in dirs[i + 1:]:
+        lowers = dirs[i + 1:]
+        # Opacity is read only where something lies below: on a layer each xattr
+        # read is a round trip to its FUSE daemon, which answers "none" uncached.
+        if lowers and not is_opaque(path):
+            for j, lower in enumerate(lowers):
                 candidate = os.path.join(lower, name)
                 try:
                     lst = os.lstat(candidate)
@@ -42,7 +45,7 @@ def _step(dirs: Sequence[str], name: str) -> Tuple[Optional[os.stat_result], Lis
                 if not stat.S_ISDIR(lst.st_mode):
                     break
                 below.append(candidate)
-                if is_opaque(candidate):
+                if j + 1 < len(lowers) and is_opaque(candidate):
                     break
         return st, below
     return None, []
