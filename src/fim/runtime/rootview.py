@@ -32,21 +32,20 @@ def _step(dirs: Sequence[str], name: str) -> Tuple[Optional[os.stat_result], Lis
         if not stat.S_ISDIR(st.st_mode):
             return st, [path]
         below: List[str] = [path]
-        lowers = dirs[i + 1:]
-        # Opacity is read only where something lies below: on a layer each xattr
-        # read is a round trip to its FUSE daemon, which answers "none" uncached.
-        if lowers and not is_opaque(path):
-            for j, lower in enumerate(lowers):
-                candidate = os.path.join(lower, name)
-                try:
-                    lst = os.lstat(candidate)
-                except OSError:
-                    continue
-                if not stat.S_ISDIR(lst.st_mode):
-                    break
-                below.append(candidate)
-                if j + 1 < len(lowers) and is_opaque(candidate):
-                    break
+        for lower in dirs[i + 1:]:
+            candidate = os.path.join(lower, name)
+            try:
+                lst = os.lstat(candidate)
+            except OSError:
+                continue
+            if not stat.S_ISDIR(lst.st_mode):
+                break
+            # A directory's opacity is read once a directory lies below it, not
+            # before: on a layer each xattr read is a round trip to its FUSE daemon,
+            # which answers "none" uncached.
+            if is_opaque(below[-1]):
+                break
+            below.append(candidate)
         return st, below
     return None, []
 
